@@ -1,0 +1,1 @@
+"""Face-framed portrait crops from full-body photos and masks (`pipeline crop-baidu`)."""

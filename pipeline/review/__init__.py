@@ -1,0 +1,1 @@
+"""The review store (SQLite), queueing, export and review statistics."""

@@ -1,0 +1,1 @@
+"""DeepLabv3+ teacher training and pseudo-labelling with quality signals."""

@@ -164,3 +164,6 @@ def _register_stages() -> None:
 
 
 _register_stages()
+
+if __name__ == "__main__":
+    app()

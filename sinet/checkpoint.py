@@ -1,0 +1,162 @@
+"""Checkpoints: the authors' released weights and our own format, both loaded with ``weights_only=True``.
+
+Our format (a plain dict, written atomically through ``pipeline.atomic.atomic_path``)::
+
+    {
+      "format": "sinet-plus/1",
+      "arch": "SINet" | "SINetEncoder",       # full model, or the stage-1 encoder alone
+      "num_classes": 2,
+      "state_dict": {...},                    # our key layout (decoder keys under "decoder.")
+      "preprocessing": {...},                 # Preprocessing.to_dict(): inference never guesses
+      "extra": {...},                         # caller's data, e.g. epoch, metrics, optimizer/scheduler state
+    }
+
+``extra`` may hold only what ``torch.load(weights_only=True)`` accepts: tensors, numbers, strings, bools,
+None, and lists/tuples/dicts of these (optimizer and LR-scheduler ``state_dict()`` qualify). The trainer saves
+through :func:`save_checkpoint` and resumes with :func:`load_checkpoint` (raw dict, ``extra`` included);
+inference uses :func:`load_model`.
+
+The official ``SINet.pth`` is a bare state_dict of tensors in the legacy pickle format; it loads with
+``weights_only=True`` as well. It is recognised by its exact key set (spec §1.4) and converted by
+:func:`convert_official_state_dict` with strict key matching; it always gets the ``OFFICIAL`` preprocessing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.atomic import atomic_path
+from sinet.model import SINet, SINetEncoder
+from sinet.preprocess import OFFICIAL, Preprocessing
+
+FORMAT = "sinet-plus/1"
+ARCHITECTURES = {"SINet": SINet, "SINetEncoder": SINetEncoder}
+DECODER_PREFIX = "decoder."
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used, with the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+def official_key_set() -> set[str]:
+    """Keys of the authors' ``Dnc_SINet`` state_dict: ours with the ``decoder.`` prefix removed."""
+    return {key.removeprefix(DECODER_PREFIX) for key in SINet().state_dict()}
+
+
+def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename the official keys to ours (decoder modules move under ``decoder.``), refusing any mismatch.
+
+    Args:
+        state_dict: the authors' ``Dnc_SINet`` state_dict (393 keys).
+
+    Raises:
+        KeyError: listing the missing and unexpected keys when the key set is not exactly the official one.
+    """
+    expected = official_key_set()
+    missing, unexpected = sorted(expected - set(state_dict)), sorted(set(state_dict) - expected)
+    if missing or unexpected:
+        raise KeyError(f"not the official SINet layout: missing {missing[:5]} ({len(missing)}), "
+                       f"unexpected {unexpected[:5]} ({len(unexpected)})")
+    return {key if key.startswith("encoder.") else DECODER_PREFIX + key: value for key, value in state_dict.items()}
+
+
+def _torch_load(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
+        raise CheckpointError(path, f"cannot be read with weights_only=True (truncated, not a checkpoint, or it "
+                                    f"pickles code objects, which we refuse to execute): {error}") from error
+
+
+def is_official(payload: Any) -> bool:
+    """True for a bare state_dict with exactly the authors' key set.
+
+    Args:
+        payload: whatever ``torch.load`` returned.
+    """
+    return isinstance(payload, Mapping) and "format" not in payload and set(payload) == official_key_set()
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint (ours or official) into our dict format, without building a model.
+
+    Args:
+        path: ``.pth``/``.pt`` file.
+
+    Raises:
+        CheckpointError: unreadable file or unknown layout.
+    """
+    payload = _torch_load(path)
+    if is_official(payload):
+        return {"format": FORMAT, "arch": "SINet", "num_classes": 2, "preprocessing": OFFICIAL.to_dict(),
+                "state_dict": convert_official_state_dict(payload), "extra": {"source": "official"}}
+    if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
+        if payload.get("arch") not in ARCHITECTURES:
+            raise CheckpointError(path, f"unknown arch {payload.get('arch')!r}; expected one of {list(ARCHITECTURES)}")
+        return dict(payload)
+    kind = f"a dict with keys {sorted(payload)[:6]}" if isinstance(payload, Mapping) else type(payload).__name__
+    raise CheckpointError(path, f"neither the official SINet state_dict nor a {FORMAT} checkpoint ({kind})")
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
+               ) -> tuple[nn.Module, Preprocessing, dict[str, Any]]:
+    """Build the model stored in ``path`` in eval mode, with its preprocessing and metadata.
+
+    Args:
+        path: official ``SINet.pth`` or one of our checkpoints.
+        device: where to put the model.
+
+    Returns:
+        ``(model, preprocessing, meta)``; ``meta`` holds ``arch``, ``num_classes``, ``source`` and ``extra``.
+
+    Raises:
+        CheckpointError: unreadable file, unknown layout, or weights that do not fit the architecture.
+    """
+    checkpoint = load_checkpoint(path)
+    model = ARCHITECTURES[checkpoint["arch"]](num_classes=int(checkpoint["num_classes"]))
+    try:
+        model.load_state_dict(checkpoint["state_dict"], strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(path, f"weights do not fit {checkpoint['arch']}: {error}") from error
+    extra = checkpoint.get("extra", {})
+    meta = {"arch": checkpoint["arch"], "num_classes": int(checkpoint["num_classes"]),
+            "source": extra.get("source", "sinet-plus"), "extra": extra}
+    return model.to(device).eval(), Preprocessing.from_dict(checkpoint["preprocessing"]), meta
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, preprocessing: Preprocessing,
+                    extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``model`` in our format atomically (a reader sees the old file or the complete new one).
+
+    Args:
+        path: destination file.
+        model: a ``SINet`` or ``SINetEncoder`` (unwrap DDP / ``torch.compile`` first; ``module``/``_orig_mod``
+            wrappers are unwrapped here too).
+        preprocessing: the preprocessing the model was trained with.
+        extra: anything else to keep (epoch, metrics, optimizer state...); ``weights_only``-loadable types only.
+    """
+    model = getattr(model, "_orig_mod", model)
+    model = getattr(model, "module", model)
+    arch = type(model).__name__
+    if arch not in ARCHITECTURES:
+        raise TypeError(f"can only save {list(ARCHITECTURES)}, not {arch}")
+    payload = {"format": FORMAT, "arch": arch, "num_classes": int(model.num_classes),
+               "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
+               "preprocessing": preprocessing.to_dict(), "extra": dict(extra or {})}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)

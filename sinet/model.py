@@ -1,0 +1,82 @@
+"""Assemble SINet (spec §1.2): the encoder (stage-1 model) and the full encoder-decoder model.
+
+``SINetEncoder`` alone is the stage-1 model (``Enc_SINet``, 86,764 parameters, logits at 1/8).
+``SINet`` = encoder + information-blocking decoder (``Dnc_SINet``, 86,910 parameters, 63.87 M MACs at 224²,
+logits at full resolution). Both take ``(N, 3, H, W)`` with H and W multiples of 32 and return raw logits.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sinet.blocks import BNPReLU, Conv, ConvBNPReLU, DSConvSE, S2Module
+from sinet.decoder import InformationBlockingDecoder
+
+# (kernel, pool) of the two S2-blocks of every S2-module: 2 modules at 1/4, 8 at 1/8 (paper Table 2 = code).
+LEVEL2_BLOCKS = (((3, 1), (5, 1)), ((3, 1), (3, 1)))
+LEVEL3_BLOCKS = (((3, 1), (5, 1)), ((3, 1), (3, 1)), ((5, 1), (3, 2)), ((5, 2), (3, 4)),
+                 ((3, 1), (3, 1)), ((5, 1), (5, 1)), ((3, 2), (3, 4)), ((3, 1), (5, 2)))
+STEM_CHANNELS, LEVEL2_IN, LEVEL2_CHANNELS, LEVEL3_CHANNELS = 12, 16, 48, 96
+
+
+class SINetEncoder(nn.Module):
+    """SINet encoder with its 1×1 classifier; on its own it is the stage-1 model (output at 1/8).
+
+    Args:
+        num_classes: number of output classes (2: background, person).
+    """
+
+    def __init__(self, num_classes: int = 2):
+        super().__init__()
+        self.num_classes = num_classes
+        self.level1 = ConvBNPReLU(3, STEM_CHANNELS, 3, 2)
+        self.level2_0 = DSConvSE(STEM_CHANNELS, LEVEL2_IN, reduction=1)
+        self.level2 = nn.ModuleList(
+            S2Module(LEVEL2_IN if i == 0 else LEVEL2_CHANNELS, LEVEL2_CHANNELS, blocks, residual=i > 0)
+            for i, blocks in enumerate(LEVEL2_BLOCKS))
+        self.BR2 = BNPReLU(LEVEL2_IN + LEVEL2_CHANNELS)
+        self.level3_0 = DSConvSE(LEVEL2_IN + LEVEL2_CHANNELS, LEVEL2_CHANNELS, reduction=2)
+        self.level3 = nn.ModuleList(
+            S2Module(LEVEL2_CHANNELS if i == 0 else LEVEL3_CHANNELS, LEVEL3_CHANNELS, blocks, residual=i > 0)
+            for i, blocks in enumerate(LEVEL3_BLOCKS))
+        self.BR3 = BNPReLU(LEVEL2_CHANNELS + LEVEL3_CHANNELS)
+        self.classifier = Conv(LEVEL2_CHANNELS + LEVEL3_CHANNELS, num_classes, 1)
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(logits at 1/8, output of the last level-2 module at 1/4)``; the decoder needs both.
+
+        Args:
+            x: normalised images ``(N, 3, H, W)``.
+        """
+        down2 = self.level2_0(self.level1(x))
+        level2 = down2
+        for module in self.level2:
+            level2 = module(level2)
+        down3 = self.level3_0(self.BR2(torch.cat([down2, level2], 1)))
+        level3 = down3
+        for module in self.level3:
+            level3 = module(level3)
+        logits = self.classifier(self.BR3(torch.cat([down3, level3], 1)))
+        return logits, level2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)[0]
+
+
+class SINet(nn.Module):
+    """SINet: encoder + information-blocking decoder; logits at the input resolution.
+
+    Args:
+        num_classes: number of output classes (2: background, person). The released weights are 2-class.
+    """
+
+    def __init__(self, num_classes: int = 2):
+        super().__init__()
+        self.num_classes = num_classes
+        self.encoder = SINetEncoder(num_classes)
+        self.decoder = InformationBlockingDecoder(LEVEL2_CHANNELS, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        coarse, detail = self.encoder.features(x)
+        return self.decoder(coarse, detail)

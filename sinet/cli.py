@@ -1,16 +1,27 @@
-"""The ``sinet`` command: parses options and calls the trainer, evaluator, predictor, exporter and bench."""
+"""The ``sinet`` command: parses options and calls the trainer, evaluator, predictor, exporter and bench.
+
+Commands are thin shells: they parse options, load the checkpoint through :mod:`sinet.checkpoint` and call the
+pure cores (:mod:`sinet.evaluate`, :mod:`sinet.predict`, :mod:`sinet.export`, :mod:`sinet.bench`). Heavy
+imports live inside the commands so ``sinet --help`` stays quick.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from sinet import __version__
 
+console = Console()
 app = typer.Typer(help="SINet: train, evaluate, predict, export and benchmark.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
+
+WeightsOption = Annotated[Path, typer.Option("--weights", help="Official SINet.pth or a sinet-plus checkpoint.")]
 
 
 def _version(value: bool) -> None:
@@ -23,3 +34,159 @@ def _version(value: bool) -> None:
 def main(version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
                                                          help="Print the version and exit.")] = None) -> None:
     """SINet commands."""
+
+
+def fail(message: str) -> typer.Exit:
+    """Print an error and return the exit to raise (exit code 1)."""
+    Console(stderr=True).print(f"[bold red]error:[/] {message}")
+    return typer.Exit(1)
+
+
+def _load(weights: Path, threads: int | None = None):
+    """Load a checkpoint as ``(model, preprocessing, meta)``, turning a bad file into a clear exit."""
+    import torch
+
+    from sinet.checkpoint import CheckpointError, load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    # The official weights produce subnormal floats (their inputs are of order 0.01); flushing them to zero
+    # halves CPU latency and changes no label.
+    torch.set_flush_denormal(True)
+    try:
+        return load_model(weights)
+    except CheckpointError as error:
+        raise fail(str(error))
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    from pipeline.atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+    console.print(f"wrote {path}")
+
+
+def _score_table(title: str, rows: dict[str, dict]) -> Table:
+    table = Table(title=title)
+    for column in ("", "IoU (official)", "mIoU (2-class)", "boundary F1", "images"):
+        table.add_column(column, justify="right")
+    for name, scores in rows.items():
+        table.add_row(name, f"{scores['iou']:.2f}", f"{scores['miou']:.2f}", f"{scores['boundary_f1']:.2f}",
+                      str(scores["images"]))
+    return table
+
+
+# ---- train: the `sinet train` command is added here (sinet/train.py owns its core) ----
+
+
+@app.command("eval")
+def eval_command(
+    weights: WeightsOption,
+    manifest: Annotated[Path, typer.Option(help="Manifest with image and mask columns.")],
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "val",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report here (JSON).")] = None,
+    rotations: Annotated[bool, typer.Option("--rotations/--no-rotations",
+                                            help="Add the rotation-robustness table (±25/45/75/90°).")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the rotation angles.")] = 0,
+    sheet: Annotated[Optional[Path], typer.Option(help="PNG sheet of the worst images "
+                                                       "(default: beside --json, <name>_worst.png).")] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (1 is fastest on a busy machine).")] = 1,
+) -> None:
+    """Official metric (per-image foreground IoU), two-class mIoU and boundary F1, at 224 and at photo size."""
+    from pipeline.manifest import ManifestError
+    from sinet.evaluate import ROTATION_LIMITS, evaluate, manifest_items
+
+    model, preprocessing, meta = _load(weights, threads)
+    try:
+        items = manifest_items(manifest, split)
+    except ManifestError as error:
+        raise fail(str(error))
+    if not items:
+        raise fail(f"{manifest}: no accepted rows with a mask in split {split!r}")
+    if sheet is None and json_out is not None:
+        sheet = json_out.with_name(f"{json_out.stem}_worst.png")
+    report = evaluate(model, preprocessing, items, rotations=ROTATION_LIMITS if rotations else (), seed=seed,
+                      sheet_path=sheet)
+    report.update(weights=str(weights), source=meta["source"], arch=meta["arch"], manifest=str(manifest),
+                  split=split, preprocessing=preprocessing.to_dict(), sheet=str(sheet) if sheet else None)
+    size = "x".join(map(str, preprocessing.size))
+    rows = {f"at {size}": report, "at photo size": report["full_resolution"]}
+    rows.update({f"rotated ±{limit}°": scores for limit, scores in report["rotations"].items()})
+    console.print(_score_table(f"{weights.name} on {manifest.name} [{split}]", rows))
+    for skip in report["skipped"]:
+        Console(stderr=True).print(f"[yellow]skipped:[/] {skip['reason']}")
+    if json_out is not None:
+        _write_json(json_out, report)
+
+
+@app.command("predict")
+def predict_command(
+    weights: WeightsOption,
+    source: Annotated[Path, typer.Argument(help="A photo or a folder of photos.")],
+    out: Annotated[Path, typer.Option(help="Output folder: masks/, cutouts/, overlays/, manifest.csv.")],
+    cutouts: Annotated[bool, typer.Option("--cutouts/--no-cutouts", help="Write RGBA cut-outs.")] = True,
+    overlays: Annotated[bool, typer.Option("--overlays/--no-overlays", help="Write overlay JPEGs.")] = True,
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (1 is fastest on a busy machine).")] = 1,
+) -> None:
+    """Segment a photo or a folder: masks at the photo's size, soft-alpha cut-outs and overlays (resumable)."""
+    from pipeline.imageio import list_photos
+    from sinet.predict import PredictOutputs, predict_folder
+
+    if not source.exists():
+        raise fail(f"{source}: not found")
+    photos = list_photos(source) if source.is_dir() else [source]
+    if not photos:
+        raise fail(f"{source}: no photos")
+    model, preprocessing, _ = _load(weights, threads)
+    try:
+        predict_folder(model, preprocessing, photos, PredictOutputs(out, cutouts, overlays))
+    except ValueError as error:  # duplicate stems
+        raise fail(str(error))
+
+
+@app.command("export")
+def export_command(
+    weights: WeightsOption,
+    onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write.")],
+    opset: Annotated[int, typer.Option(help="ONNX opset (>= 11 for align_corners bilinear).")] = 17,
+    dynamic_batch: Annotated[bool, typer.Option(help="Make the batch dimension dynamic.")] = True,
+    tolerance: Annotated[float, typer.Option(help="Largest allowed |torch - onnxruntime| logit difference.")] = 1e-3,
+) -> None:
+    """Export to ONNX (folded BatchNorm, preprocessing in the metadata) and check parity with onnxruntime."""
+    from sinet.export import export_onnx, parity
+
+    model, preprocessing, _ = _load(weights)
+    export_onnx(model, preprocessing, onnx, opset=opset, dynamic_batch=dynamic_batch)
+    difference, agreement = parity(model, preprocessing, onnx)
+    console.print(f"wrote {onnx}; onnxruntime vs torch: max |Δlogit| {difference:.2e}, "
+                  f"label agreement {100 * agreement:.3f} %")
+    if difference > tolerance:
+        raise fail(f"parity check failed: {difference:.2e} > {tolerance:.0e}")
+
+
+@app.command("bench")
+def bench_command(
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the figures here (JSON).")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Checkpoint to time (default: random init; "
+                                                         "speed does not depend on the weights).")] = None,
+    threads: Annotated[int, typer.Option(help="CPU threads for every contender.")] = 2,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds; each contender runs once per round.")] = 30,
+    runs: Annotated[int, typer.Option(help="Forward passes per contender per round.")] = 10,
+    training: Annotated[bool, typer.Option("--training/--no-training",
+                                           help="Also measure training throughput (sinet.train).")] = True,
+) -> None:
+    """Params, MACs and batch-1 224x224 CPU latency: SINet eager / fastest / ONNX Runtime vs LR-ASPP."""
+    from sinet.bench import run_bench
+
+    model = _load(weights)[0] if weights else None
+    report = run_bench(model, threads=threads, rounds=rounds, runs=runs, training=training)
+    table = Table(title=f"batch 1, 224x224, {threads} threads, median of {rounds} interleaved rounds")
+    for column in ("contender", "params", "MMACs", "ms", "FPS", "x LR-ASPP", "x SINet eager"):
+        table.add_column(column, justify="right")
+    for name, row in report["latency"].items():
+        table.add_row(name, f"{row['params']:,}" if row.get("params") else "", f"{row['mmacs']:.2f}"
+                      if row.get("mmacs") else "", f"{row['ms']:.2f}", f"{row['fps']:.0f}",
+                      f"{row['vs_lraspp']:.2f}", f"{row['vs_sinet_eager']:.2f}")
+    console.print(table)
+    if json_out is not None:
+        _write_json(json_out, report)

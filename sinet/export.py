@@ -1,0 +1,129 @@
+"""Inference forms of SINet: BatchNorm folding, ONNX export (with the preprocessing in its metadata) and an
+onnxruntime parity check.
+
+BatchNorm folding: every BN that directly follows a convolution becomes that convolution's scale and bias — in
+CBR, in the downsamplers, in both halves of every S2-block (the BN after the bilinear upsampling folds too:
+bilinear weights sum to one, so a per-channel affine map commutes with it). The BR units (BN after a concat or
+a residual sum) and the decoder's BNs after a sum stay.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from pipeline.atomic import atomic_path
+from sinet.blocks import ConvBNPReLU, DSConvSE, S2Block
+from sinet.preprocess import Preprocessing
+
+ONNX_INPUT, ONNX_OUTPUT = "image", "logits"
+PREPROCESSING_KEY = "sinet.preprocessing"
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with every conv→BN pair folded into one biased convolution.
+
+    Args:
+        model: a SINet or SINetEncoder (left untouched).
+    """
+    folded = copy.deepcopy(model).eval()
+    for module in folded.modules():
+        if isinstance(module, ConvBNPReLU):
+            module.conv, module.bn = fuse_conv_bn_eval(module.conv, module.bn), nn.Identity()
+        elif isinstance(module, DSConvSE):
+            module.conv[2], module.bn = fuse_conv_bn_eval(module.conv[2], module.bn), nn.Identity()
+        elif isinstance(module, S2Block):
+            module.conv[0], module.conv[1] = fuse_conv_bn_eval(module.conv[0], module.conv[1]), nn.Identity()
+            module.act_conv1x1[1], module.bn = fuse_conv_bn_eval(module.act_conv1x1[1], module.bn), nn.Identity()
+    return folded
+
+
+def export_onnx(model: nn.Module, preprocessing: Preprocessing, path: str | os.PathLike, opset: int = 17,
+                dynamic_batch: bool = True, fold: bool = True) -> Path:
+    """Write ``model`` as ONNX atomically; the preprocessing goes into the metadata as JSON.
+
+    Uses the TorchScript exporter (``dynamo=False``); opset >= 11 is needed for align_corners bilinear resizes.
+
+    Args:
+        model: model in eval mode.
+        preprocessing: stored under the metadata key ``sinet.preprocessing``.
+        path: ``.onnx`` file to write.
+        opset: ONNX opset version.
+        dynamic_batch: make the batch dimension dynamic (H and W stay at the preprocessing size).
+        fold: fold BatchNorm first (onnxruntime would fold it too; this keeps the graph small).
+    """
+    import onnx
+
+    if opset < 11:
+        raise ValueError("opset must be >= 11 (bilinear resize with align_corners)")
+    model = fold_batchnorm(model) if fold else model.eval()
+    example = torch.zeros(1, 3, *preprocessing.size)
+    axes = {ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}} if dynamic_batch else None
+    with atomic_path(path) as tmp:
+        torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=opset,
+                          input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT], dynamic_axes=axes)
+        graph = onnx.load(str(tmp))
+        graph.metadata_props.add(key=PREPROCESSING_KEY, value=json.dumps(preprocessing.to_dict()))
+        onnx.checker.check_model(graph)
+        onnx.save(graph, str(tmp))
+    return Path(path)
+
+
+def onnx_session(path: str | os.PathLike, threads: int = 1):
+    """An onnxruntime CPU session with all graph optimisations and ``threads`` intra-op threads.
+
+    Args:
+        path: ``.onnx`` file.
+        threads: intra-op threads (inter-op is 1: the graph is a chain).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_preprocessing(path: str | os.PathLike) -> Preprocessing:
+    """Read the preprocessing stored in an exported model's metadata.
+
+    Args:
+        path: ``.onnx`` file written by :func:`export_onnx`.
+    """
+    metadata = onnx_session(path).get_modelmeta().custom_metadata_map
+    if PREPROCESSING_KEY not in metadata:
+        raise KeyError(f"{path}: no {PREPROCESSING_KEY} metadata (not exported by sinet export)")
+    return Preprocessing.from_dict(json.loads(metadata[PREPROCESSING_KEY]))
+
+
+@torch.inference_mode()
+def parity(model: nn.Module, preprocessing: Preprocessing, path: str | os.PathLike, batch: int = 2,
+           seed: int = 0) -> tuple[float, float]:
+    """Compare torch and onnxruntime on smooth random photos (normalised by ``preprocessing``).
+
+    Args:
+        model: the eager model that was exported.
+        preprocessing: its preprocessing.
+        path: the exported ``.onnx``.
+        batch: images compared (more than 1 also checks the dynamic batch).
+        seed: random seed.
+
+    Returns:
+        ``(max |logit difference|, share of pixels with the same argmax label)``.
+    """
+    rng = np.random.default_rng(seed)
+    height, width = preprocessing.size
+    photos = [np.kron(rng.integers(0, 256, (height // 8, width // 8, 3)), np.ones((8, 8, 1))).astype(np.uint8)
+              for _ in range(batch)]
+    inputs = torch.cat([preprocessing(photo) for photo in photos])
+    expected = model.eval()(inputs).numpy()
+    actual = onnx_session(path).run([ONNX_OUTPUT], {ONNX_INPUT: inputs.numpy()})[0]
+    return float(np.abs(expected - actual).max()), float((expected.argmax(1) == actual.argmax(1)).mean())

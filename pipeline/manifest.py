@@ -61,6 +61,7 @@ COLUMNS: dict[str, str] = {
     "boundary_sharpness": "mean confidence on the mask's boundary band (low = blurry edges)",
     "flip_agreement": "IoU between the predictions for the photo and its mirror image",
     "face_in_mask": "share of the largest detected face box covered by the mask (empty if no face)",
+    "expected_iou": "soft IoU of the mask with the teacher's probabilities (its self-estimated IoU)",
     "priority": "predicted-failure score in [0, 1]: higher = more likely wrong, reviewed first",
     # review
     "status": "`pending`, `accepted` or `rejected`",

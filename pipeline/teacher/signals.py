@@ -1,0 +1,129 @@
+"""Quality signals of a predicted mask: pure functions of the teacher's probability map.
+
+Each signal looks at one way a prediction goes wrong: hesitation everywhere (``mean_confidence``,
+``uncertain_share``), blurry outlines (``boundary_sharpness``), instability under mirroring
+(``flip_agreement``), fragments (``components``), a face left out of the person (``face_in_mask``). They
+combine into ``priority``, the predicted-failure score that orders the review queue.
+
+The combination is a fixed rule chosen before looking at any validation result (see docs/teacher.md):
+``priority = 1 - expected_iou * flip_agreement * face_factor``. ``expected_iou`` is the IoU the mask would
+have if the pixels were person with the teacher's probabilities; ``flip_agreement`` is the IoU between the
+photo's and its mirror image's masks; ``face_factor`` is ``0.5 + 0.5 * face_in_mask`` when a face was found
+(a face outside the mask is a typical gross error), 1 otherwise. An empty mask on a photo gets priority 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+UNCERTAIN = (0.2, 0.8)
+"""Probabilities in this open interval count as uncertain."""
+
+MIN_COMPONENT_SHARE = 0.01
+"""Person regions smaller than this share of the mask's area are specks, not components."""
+
+EMPTY_SHARE = 0.002
+"""A mask covering less than this share of the photo is empty (a missed person)."""
+
+
+def mean_confidence(prob: np.ndarray) -> float:
+    """Mean over pixels of ``max(p, 1 - p)``: 0.5 = a coin toss everywhere, 1 = certain everywhere."""
+    return float(np.maximum(prob, 1 - prob).mean())
+
+
+def uncertain_share(prob: np.ndarray, bounds: tuple[float, float] = UNCERTAIN) -> float:
+    """Share of pixels whose probability lies strictly between ``bounds``."""
+    return float(((prob > bounds[0]) & (prob < bounds[1])).mean())
+
+
+def foreground_share(mask: np.ndarray) -> float:
+    """Share of pixels in the (boolean) mask."""
+    return float(mask.mean())
+
+
+def components(mask: np.ndarray, min_share: float = MIN_COMPONENT_SHARE) -> int:
+    """Connected person regions (8-connectivity) of at least ``min_share`` of the mask's area."""
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    areas = stats[1:count, cv2.CC_STAT_AREA]
+    return int((areas >= max(1.0, min_share * areas.sum())).sum()) if len(areas) else 0
+
+
+def boundary_band(mask: np.ndarray, width: int | None = None) -> np.ndarray:
+    """Pixels within ``width`` of the mask's outline (default 1% of the image diagonal, at least 2 px)."""
+    if width is None:
+        width = max(2, round(0.01 * math.hypot(*mask.shape)))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
+    mask = mask.astype(np.uint8)
+    return cv2.dilate(mask, kernel) != cv2.erode(mask, kernel)
+
+
+def boundary_sharpness(prob: np.ndarray, mask: np.ndarray) -> float:
+    """Mean of ``max(p, 1 - p)`` on the outline band: low = blurry edges; NaN when the mask has no outline."""
+    band = boundary_band(mask)
+    return float(np.maximum(prob[band], 1 - prob[band]).mean()) if band.any() else float("nan")
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boolean masks (1.0 when both are empty)."""
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def expected_iou(prob: np.ndarray) -> float:
+    """IoU the mask ``p > 0.5`` would have if each pixel were person with probability ``p`` (soft IoU).
+
+    ``sum(p * m) / sum(p + m - p * m)``: 1 for a crisp map, lower as probability mass sits on the wrong side.
+    """
+    mask = (prob > 0.5).astype(np.float32)
+    union = float((prob + mask - prob * mask).sum())
+    return float((prob * mask).sum() / union) if union > 0 else 1.0
+
+
+def face_in_mask(mask: np.ndarray, box: tuple[float, float, float, float] | None) -> float:
+    """Share of the face box ``(x0, y0, x1, y1)`` covered by the mask; NaN when there is no face."""
+    if box is None:
+        return float("nan")
+    height, width = mask.shape
+    x0, y0 = max(0, int(math.floor(box[0]))), max(0, int(math.floor(box[1])))
+    x1, y1 = min(width, int(math.ceil(box[2]))), min(height, int(math.ceil(box[3])))
+    if x1 <= x0 or y1 <= y0:
+        return float("nan")
+    return float(mask[y0:y1, x0:x1].mean())
+
+
+def priority(signals: dict[str, float]) -> float:
+    """Predicted-failure score in [0, 1] from the signals (the fixed rule in this module's docstring)."""
+    if signals["foreground_share"] < EMPTY_SHARE:
+        return 1.0
+    face = signals["face_in_mask"]
+    face_factor = 1.0 if math.isnan(face) else 0.5 + 0.5 * face
+    flip = signals["flip_agreement"]
+    flip = 1.0 if math.isnan(flip) else flip
+    return float(np.clip(1 - signals["expected_iou"] * flip * face_factor, 0.0, 1.0))
+
+
+def quality_signals(prob: np.ndarray, mirrored: np.ndarray | None = None,
+                    face_box: tuple[float, float, float, float] | None = None) -> dict[str, float]:
+    """Every signal and the priority for one prediction.
+
+    Args:
+        prob: person probability per pixel (H x W, float in [0, 1]) — the mask is ``prob > 0.5``.
+        mirrored: the mirror image's prediction flipped back, or None when it was not run (no flip signal).
+        face_box: the largest detected face ``(x0, y0, x1, y1)`` in the same pixels, or None.
+    """
+    mask = prob > 0.5
+    signals = {
+        "mean_confidence": mean_confidence(prob),
+        "uncertain_share": uncertain_share(prob),
+        "foreground_share": foreground_share(mask),
+        "components": components(mask),
+        "boundary_sharpness": boundary_sharpness(prob, mask),
+        "flip_agreement": mask_iou(mask, mirrored > 0.5) if mirrored is not None else float("nan"),
+        "face_in_mask": face_in_mask(mask, face_box),
+        "expected_iou": expected_iou(prob),
+    }
+    signals["priority"] = priority(signals)
+    return signals

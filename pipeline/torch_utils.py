@@ -1,0 +1,74 @@
+"""Small torch helpers every trainer and inference stage needs: device choice, seeding, autocast, safe loading."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """The device to run on: ``auto`` takes CUDA, then Apple MPS, then CPU; anything else is used as given.
+
+    Args:
+        requested: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``...
+
+    Raises:
+        ValueError: a CUDA device was asked for where there is none.
+    """
+    if requested != "auto":
+        device = torch.device(requested)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {requested!r} asked for, but CUDA is not available here")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so a run can be repeated."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """Mixed precision on CUDA (bf16 where supported, else fp16); a no-op elsewhere (CPU autocast is slower here)."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; ``str()`` names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+def load_weights_only(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, with a clear :class:`CheckpointError` when it refuses.
+
+    Checkpoints are input: a file that needs arbitrary unpickling (code objects, custom classes) is refused
+    rather than executed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError, RuntimeError or EOFError depending on the damage
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(path, "refused by torch.load(weights_only=True): truncated, not a torch "
+                                    f"checkpoint, or it pickles code we will not run ({first_line})") from None

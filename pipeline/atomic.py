@@ -39,3 +39,17 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def remove_leftovers(folder: str | os.PathLike) -> int:
+    """Delete the temporaries that :func:`atomic_path` leaves in ``folder`` when its process is killed.
+
+    Call it only while no other process writes into ``folder``; returns how many files were removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    leftovers = [p for p in folder.glob(".*.tmp*") if p.is_file()]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return len(leftovers)

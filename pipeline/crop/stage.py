@@ -1,0 +1,211 @@
+"""`crop-baidu` per photo: a pure function from arrays to crops, and the glue to the shared stage runner.
+
+:func:`crop_photo` takes a photo, its mask and the detected faces and returns the crops (arrays and their
+provenance) and the rejections; :func:`process_photo` reads the files, detects faces, writes the crops
+atomically and turns the result into an :class:`~pipeline.stage.Outcome`; :func:`run` plans the items and
+hands them to :func:`~pipeline.stage.run_stage` and :func:`~pipeline.stage.map_items`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.atomic import remove_leftovers, write_text_atomic
+from pipeline.crop.faces import DetectorSettings, Face, FaceDetector
+from pipeline.crop.framing import CropBox, FramingRule, frame_face
+from pipeline.crop.rules import (NO_FACE, PHOTO_TOO_SMALL, Rejection, SelectionRules, check_coverage, check_face,
+                                 check_mask, person_share)
+from pipeline.imageio import list_photos, read_image, read_mask, write_jpeg, write_mask
+from pipeline.stage import Outcome, StageSummary, map_items, run_stage
+
+SOURCE = "baidu_crop"
+MISSING_MASK = "missing_mask"
+MASK_SIZE_MISMATCH = "mask_size_mismatch"
+
+
+@dataclass(frozen=True)
+class CropSettings:
+    """Everything that decides the crops of one photo.
+
+    Args:
+        framing: where the face goes in the crop.
+        rules: which faces become crops.
+        detector: how faces are searched.
+        output_size: (width, height) of the written crops; None writes them at the photo's own resolution.
+        unknown_value: grayscale mask value read as "unknown" (128 in the project's masks), or None.
+    """
+
+    framing: FramingRule = FramingRule()
+    rules: SelectionRules = SelectionRules()
+    detector: DetectorSettings = DetectorSettings()
+    output_size: tuple[int, int] | None = (600, 800)
+    unknown_value: int | None = 128
+
+
+@dataclass
+class Crop:
+    """One crop: its arrays and where it came from."""
+
+    index: int
+    face: Face
+    box: CropBox
+    coverage: float
+    image: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass
+class PhotoCrops:
+    """What one photo gave: crops and rejections (of the photo, or of single faces)."""
+
+    crops: list[Crop] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def resize_crop(image: np.ndarray, mask: np.ndarray, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Resize a photo crop smoothly (area when shrinking, bicubic when enlarging) and its mask by nearest
+    neighbour, so mask values stay exactly 0, 1 or unknown."""
+    if size is None or (image.shape[1], image.shape[0]) == tuple(size):
+        return image, mask
+    shrinking = size[0] * size[1] < image.shape[0] * image.shape[1]
+    image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+    return image, cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+
+
+def crop_photo(image: np.ndarray, mask: np.ndarray, faces: list[Face], settings: CropSettings) -> PhotoCrops:
+    """The crops of one photo (uint8 RGB) given its mask (0/1/IGNORE) and faces (largest first)."""
+    height, width = mask.shape
+    rejection = check_mask(mask)
+    if rejection is None and not faces:
+        rejection = Rejection(NO_FACE, f"no face found in the {width}x{height} photo")
+    if rejection is not None:
+        return PhotoCrops(rejections=[rejection])
+    result = PhotoCrops()
+    for index, face in enumerate(faces):
+        rejection = check_face(faces, index, mask, settings.rules)
+        if rejection is None:
+            box = frame_face(face, width, height, settings.framing)
+            coverage = person_share(mask[box.y0:box.y1, box.x0:box.x1])
+            rejection = check_coverage(coverage, index, settings.rules)
+        if rejection is not None:
+            result.rejections.append(rejection)
+            continue
+        photo, labels = resize_crop(image[box.y0:box.y1, box.x0:box.x1], mask[box.y0:box.y1, box.x0:box.x1],
+                                    settings.output_size)
+        result.crops.append(Crop(index, face, box, coverage, photo, labels))
+    return result
+
+
+def crop_name(stem: str, index: int) -> str:
+    """File stem of a crop: the origin stem and the face index (``0007-f0``)."""
+    return f"{stem}-f{index}"
+
+
+def crop_row(stem: str, image_path: Path, crop: Crop, out_dir: Path) -> dict:
+    """The manifest row of one written crop (paths relative to ``out_dir``)."""
+    name = crop_name(stem, crop.index)
+    face, box = crop.face, crop.box
+    return {
+        "id": f"{SOURCE}/{name}", "image": f"images/{name}.jpg", "mask": f"masks/{name}.png",
+        "source": SOURCE, "split": "train", "status": "pending",
+        "origin": os.path.relpath(image_path, out_dir), "origin_stem": stem,
+        "crop_x0": box.x0, "crop_y0": box.y0, "crop_x1": box.x1, "crop_y1": box.y1,
+        "face_x0": round(face.x0), "face_y0": round(face.y0), "face_x1": round(face.x1), "face_y1": round(face.y1),
+        "face_prob": round(face.prob, 4), "crop_shift_x": box.shift_x, "crop_shift_y": box.shift_y,
+        "crop_clipped": box.clipped, "person_coverage": round(crop.coverage, 4),
+        "width": crop.image.shape[1], "height": crop.image.shape[0],
+    }
+
+
+_worker: dict = {}
+"""Per-process state set by :func:`init_worker`: the detector, the settings and the output folder."""
+
+
+def init_worker(settings: CropSettings, out_dir: str, threads: int | None = None) -> None:
+    """Load MTCNN once in this process; ``threads`` caps torch's threads (1 per worker when several run)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    _worker.update(settings=settings, out_dir=Path(out_dir), detector=FaceDetector(settings.detector))
+
+
+def process_photo(payload: tuple[str, str, str | None]) -> Outcome:
+    """Read one photo and its mask, crop it and write the crops; the payload is (stem, photo, mask or None)."""
+    stem, image_file, mask_file = payload
+    settings: CropSettings = _worker["settings"]
+    out_dir: Path = _worker["out_dir"]
+    if mask_file is None:
+        return Outcome.skipped(stem, MISSING_MASK, f"{image_file}: no mask with stem {stem!r}")
+    image = read_image(image_file)
+    mask = read_mask(mask_file, unknown_value=settings.unknown_value)
+    if mask.shape != image.shape[:2]:
+        return Outcome.skipped(stem, MASK_SIZE_MISMATCH, f"{mask_file}: mask is {mask.shape[1]}x{mask.shape[0]} "
+                                                         f"but the photo is {image.shape[1]}x{image.shape[0]}")
+    if min(image.shape[:2]) < settings.rules.min_face_width:
+        return Outcome.skipped(stem, PHOTO_TOO_SMALL, f"{image_file}: {image.shape[1]}x{image.shape[0]} photo is "
+                                                      "smaller than the minimum face")
+    faces = _worker["detector"].detect(image) if check_mask(mask) is None else []
+    result = crop_photo(image, mask, faces, settings)
+    outcome = Outcome(stem)
+    for crop in result.crops:
+        name = crop_name(stem, crop.index)
+        write_jpeg(out_dir / "images" / f"{name}.jpg", crop.image)
+        write_mask(out_dir / "masks" / f"{name}.png", crop.mask)
+        outcome.rows.append(crop_row(stem, Path(image_file), crop, out_dir))
+    for rejection in result.rejections:
+        outcome.skips.append({"key": stem, "reason": rejection.reason, "detail": f"{image_file}: {rejection.detail}",
+                              "face": "" if rejection.face is None else rejection.face})
+    return outcome
+
+
+def plan_items(images_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> list[tuple[str, tuple]]:
+    """One item per photo in ``images_dir``, keyed by stem, with its mask by stem (or None when missing)."""
+    masks = {}
+    for path in list_photos(masks_dir):
+        masks.setdefault(path.stem, path)
+    return [(photo.stem, (photo.stem, str(photo.resolve()),
+                          str(masks[photo.stem].resolve()) if photo.stem in masks else None))
+            for photo in list_photos(images_dir)]
+
+
+def claim_folder(out_dir: Path, settings: CropSettings) -> None:
+    """Record the settings in ``out_dir/settings.json``; refuse a folder an earlier run filled with others,
+    since resuming it would mix two framings in one manifest."""
+    wanted = json.dumps(asdict(settings), indent=1, sort_keys=True) + "\n"
+    recorded = out_dir / "settings.json"
+    if recorded.is_file() and json.loads(recorded.read_text()) != json.loads(wanted):
+        raise ValueError(f"{out_dir} holds crops made with other settings (see {recorded}); "
+                         "use a new --out folder or delete that one")
+    write_text_atomic(recorded, wanted)
+
+
+def run(images_dir: str | os.PathLike, masks_dir: str | os.PathLike, out_dir: str | os.PathLike,
+        settings: CropSettings = CropSettings(), workers: int = 1) -> StageSummary:
+    """Crop every photo of ``images_dir`` (masks by stem from ``masks_dir``) into ``out_dir``, resumably.
+
+    Args:
+        images_dir: folder of photos.
+        masks_dir: folder of masks with the photos' stems.
+        out_dir: gets images/, masks/, manifest.csv, skipped.csv and the journal.
+        settings: framing, rules, detector and output size.
+        workers: processes; each loads MTCNN once and uses one torch thread when there are several.
+    """
+    out_dir = Path(out_dir).resolve()
+    items = plan_items(images_dir, masks_dir)
+    claim_folder(out_dir, settings)
+    for folder in (out_dir / "images", out_dir / "masks"):
+        remove_leftovers(folder)  # temporaries of a run killed mid-write
+    threads = 1 if workers > 1 else None
+
+    def execute(pending: list[tuple[str, tuple]]):
+        return map_items(process_photo, pending, workers=workers, initializer=init_worker,
+                         initargs=(settings, str(out_dir), threads))
+
+    return run_stage("crop-baidu", items, execute, out_dir)

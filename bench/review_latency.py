@@ -1,0 +1,89 @@
+"""Key press to next photo shown, in real Chromium, for the review app in single and grid mode.
+
+Copies real EG1800 photos (600x800) into a scratch folder, queues them, starts ``pipeline review`` and
+drives Debian's chromium with Playwright: each key press is timed in the page from the ``keydown`` event
+to the first animation frame in which the next item's picture is in the DOM and fully decoded.
+
+    .venv/bin/python bench/review_latency.py --decisions 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT / "tests"))
+
+from review_helpers import CHROMIUM_ARGS, eg1800_sample, free_port, press, sign_in, start_app, stop_app  # noqa: E402
+
+GRID = 9
+
+
+def summary(name: str, values: list[float]) -> str:
+    values = sorted(values)
+    p95 = values[min(len(values) - 1, int(round(0.95 * (len(values) - 1))))]
+    return (f"{name:<22} n={len(values):4d}  median {statistics.median(values):6.1f} ms  p95 {p95:6.1f} ms  "
+            f"max {values[-1]:6.1f} ms")
+
+
+def single_mode(page, decisions: int) -> list[float]:
+    """Accept, reject with a reason, reject and skip in turn; milliseconds per decision."""
+    keys = "aa1axasa"
+    return [press(page, keys[n % len(keys)])[1] for n in range(decisions)]
+
+
+def grid_mode(page, images: int) -> list[float]:
+    """Mark one thumbnail bad, then accept the page; milliseconds per image (page time / page size)."""
+    page.keyboard.press("g")
+    page.wait_for_selector(".review-thumb")
+    times = []
+    for n in range(images // GRID):
+        page.keyboard.press(str(n % GRID + 1))
+        page.wait_for_selector(".review-thumb[data-marked='1']")
+        times.append(press(page, "a", ".review-thumb")[1] / GRID)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--decisions", type=int, default=200, help="decisions per mode (grid: images)")
+    parser.add_argument("--eg1800", type=Path, default=PROJECT.parent / "shared" / "data" / "eg1800")
+    parser.add_argument("--screenshot", type=Path, default=PROJECT / "runs" / "review-latency.png")
+    args = parser.parse_args()
+    warmup = 5
+    with tempfile.TemporaryDirectory(prefix="review-latency-") as scratch:
+        scratch = Path(scratch)
+        manifest = eg1800_sample(args.eg1800, scratch / "data", 2 * args.decisions + 4 * warmup + 2 * GRID)
+        db = scratch / "review.sqlite"
+        subprocess.run([str(PROJECT / ".venv" / "bin" / "pipeline"), "queue", str(manifest), "--db", str(db),
+                        "--order", "file"], check=True, stdout=subprocess.DEVNULL)
+        port = free_port()
+        app = start_app(db, port, scratch / "app.log")
+        try:
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                sign_in(page, f"http://127.0.0.1:{port}", "bench")
+                single_mode(page, warmup)
+                single = single_mode(page, args.decisions)
+                args.screenshot.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(args.screenshot))
+                grid = grid_mode(page, args.decisions + GRID)[1:]
+                page.screenshot(path=str(args.screenshot.with_stem(args.screenshot.stem + "-grid")))
+                browser.close()
+        finally:
+            stop_app(app)
+    print(f"key press -> next photo shown, real Chromium, {args.decisions} decisions per mode, 600x800 EG1800 photos")
+    print(summary("single (per decision)", single))
+    print(summary("grid (per image)", grid))
+
+
+if __name__ == "__main__":
+    main()

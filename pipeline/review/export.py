@@ -1,0 +1,56 @@
+"""The reviewed items as a manifest the SINet trainer reads."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline import manifest as mf
+from pipeline.review.store import Store
+
+
+def iso(seconds: float) -> str:
+    """ISO-8601 UTC time of a Unix timestamp, to the second."""
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
+
+
+def verdicts(store: Store) -> pd.DataFrame:
+    """One row per fully reviewed real item: key, status, reviewer, decided_at, reason.
+
+    An item is ``accepted`` only when every counting decision on it accepts (a double-reviewed item that
+    one person rejected is ``rejected``); skips and undone decisions do not count; gold items are left out.
+    """
+    items = store.items_frame()
+    decided = store.decisions_frame()
+    decided = decided[(decided["decision"] != "skip") & decided["gold"].isna()]
+    complete = set(items.loc[items["done"] >= items["needed"], "key"])
+    decided = decided[decided["key"].isin(complete)]
+    rows = []
+    for key, group in decided.groupby("key", sort=False):
+        rejected = group[group["decision"] == "reject"]
+        rows.append({"key": key, "status": "rejected" if len(rejected) else "accepted",
+                     "reviewer": "+".join(group["annotator"]), "decided_at": iso(group["decided_at"].max()),
+                     "reason": ";".join(r for r in rejected["reason"].fillna("") if r)})
+    return pd.DataFrame(rows, columns=["key", "status", "reviewer", "decided_at", "reason"])
+
+
+def export_manifest(store: Store, out: str | os.PathLike, bases: list[Path] = (),
+                    with_rejected: bool = False) -> tuple[mf.Manifest, int]:
+    """The accepted items (and the rejected ones when asked) stacked with ``bases``, rooted at ``out``'s folder.
+
+    Returns the manifest and how many reviewed rows it holds. Raises :class:`~pipeline.manifest.ManifestError`
+    when a base manifest is invalid or its ids clash with reviewed ones.
+    """
+    items = store.items_frame().set_index("key")
+    table = verdicts(store)
+    if not with_rejected:
+        table = table[table["status"] == "accepted"]
+    rows = [{**items.at[v.key, "row"], "status": v.status, "reviewer": v.reviewer, "decided_at": v.decided_at,
+             "reason": v.reason} for v in table.itertuples()]
+    reviewed = mf.Manifest(mf.new_rows(rows), store.data_root)
+    target = Path(out).parent.absolute()
+    combined = mf.concat([reviewed, *(mf.load(path) for path in bases)], target)
+    return combined, len(rows)

@@ -78,6 +78,72 @@ def _score_table(title: str, rows: dict[str, dict]) -> Table:
 
 # ---- train: the `sinet train` command is added here (sinet/train.py owns its core) ----
 
+@app.command("train")
+def train_command(
+    manifest: Annotated[list[Path], typer.Option(help="Training manifest(s); repeat to combine.")],
+    out: Annotated[Path, typer.Option(help="Run folder: last.pt, stage1_best.pt, best.pt, metrics.csv, "
+                                           "curves.png.")],
+    val_manifest: Annotated[Optional[list[Path]], typer.Option(help="Validation manifest(s) "
+                                                                    "(default: the training ones).")] = None,
+    split: Annotated[str, typer.Option(help="Training split.")] = "train",
+    val_split: Annotated[str, typer.Option(help="Validation split (model selection).")] = "val",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt.")] = False,
+    stage: Annotated[Optional[list[int]], typer.Option(help="Stage(s) to run (default 1 then 2).")] = None,
+    encoder: Annotated[Optional[Path], typer.Option(help="Stage-1 checkpoint for --stage 2 alone.")] = None,
+    stage1_epochs: Annotated[int, typer.Option(help="Stage-1 epochs E.")] = 300,
+    stage2_epochs: Annotated[int, typer.Option(help="Stage-2 epochs E.")] = 300,
+    stage1_batch: Annotated[int, typer.Option(help="Stage-1 batch size.")] = 36,
+    stage2_batch: Annotated[int, typer.Option(help="Stage-2 batch size.")] = 24,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 5e-4,
+    lr_gamma: Annotated[float, typer.Option(help="LR factor at E/2 and E - E/6.")] = 0.5,
+    conv_weight_decay: Annotated[float, typer.Option(help="L2 on conv weights.")] = 2e-4,
+    depthwise_weight_decay: Annotated[float, typer.Option(help="L2 on depthwise conv weights.")] = 0.0,
+    other_weight_decay: Annotated[float, typer.Option(help="L2 on BN, PReLU and SE parameters.")] = 2e-6,
+    boundary_weight: Annotated[float, typer.Option(help="Weight λ of the boundary-band CE.")] = 0.5,
+    class_weighting: Annotated[bool, typer.Option("--class-weighting/--no-class-weighting",
+                                                  help="ERFNet class weights 1/ln(1.1 + p).")] = True,
+    select_from: Annotated[float, typer.Option(help="Select the best epoch after this share of E.")] = 0.6,
+    size: Annotated[int, typer.Option(help="Square input side (multiple of 32).")] = 224,
+    preprocessing: Annotated[str, typer.Option(help="Normalisation preset stored in checkpoints.")] = "imagenet",
+    rotation: Annotated[float, typer.Option(help="Augmentation: rotations within ± this many degrees.")] = 45.0,
+    seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
+    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (1 is fastest on a busy machine).")] = None,
+    device: Annotated[str, typer.Option(help="auto (cuda, mps, cpu) or a torch device.")] = "auto",
+    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
+    compile_model: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the training "
+                                                "step (minutes of compilation, ~1.5x faster steps).")] = False,
+    checkpoint_every: Annotated[int, typer.Option(help="Also checkpoint every N steps (0 = epoch ends).")] = 0,
+    time_budget: Annotated[Optional[float], typer.Option(help="Minutes for the whole run; E of each stage is "
+                                                              "cut to fit.")] = None,
+    stage1_share: Annotated[float, typer.Option(help="Share of --time-budget for stage 1.")] = 0.4,
+) -> None:
+    """Two-stage training with the official recipe (encoder on 1/8 labels, then the full model)."""
+    from pipeline.manifest import ManifestError
+    from sinet.checkpoint import CheckpointError
+    from sinet.train import TrainConfig, train
+    from sinet.transforms import AugmentationConfig
+
+    config = TrainConfig(
+        manifests=[str(m) for m in manifest], out=str(out),
+        val_manifests=[str(m) for m in val_manifest] if val_manifest else None, split=split, val_split=val_split,
+        stages=tuple(stage or (1, 2)), encoder=str(encoder) if encoder else None,
+        stage1_epochs=stage1_epochs, stage2_epochs=stage2_epochs, stage1_batch=stage1_batch,
+        stage2_batch=stage2_batch, lr=lr, lr_gamma=lr_gamma, conv_weight_decay=conv_weight_decay,
+        depthwise_weight_decay=depthwise_weight_decay, other_weight_decay=other_weight_decay,
+        boundary_weight=boundary_weight, class_weighting=class_weighting, select_from=select_from, size=size,
+        preprocessing=preprocessing, augmentation=AugmentationConfig(size=size, rotation=rotation), seed=seed,
+        workers=workers, threads=threads, device=device, amp=amp, compile=compile_model,
+        checkpoint_every=checkpoint_every, time_budget=time_budget, stage1_share=stage1_share)
+    try:
+        best = train(config, resume=resume)
+    except (OSError, ValueError, ManifestError, CheckpointError) as error:
+        raise fail(str(error))
+    for stage_name, scores in best.items():
+        console.print(f"stage {stage_name}: best val IoU {scores['iou']:.2f} at epoch {scores['epoch']}")
+    console.print(f"best model: {out / 'best.pt'}")
+
+
 
 @app.command("eval")
 def eval_command(
@@ -172,14 +238,18 @@ def bench_command(
     threads: Annotated[int, typer.Option(help="CPU threads for every contender.")] = 2,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds; each contender runs once per round.")] = 30,
     runs: Annotated[int, typer.Option(help="Forward passes per contender per round.")] = 10,
-    training: Annotated[bool, typer.Option("--training/--no-training",
-                                           help="Also measure training throughput (sinet.train).")] = True,
+    seconds: Annotated[float, typer.Option(help="Time budget of the latency rounds.")] = 180.0,
+    compile_model: Annotated[bool, typer.Option("--compile/--no-compile",
+                                                help="Include torch.compile (needs a C++ compiler).")] = True,
+    manifest: Annotated[Optional[Path], typer.Option(help="Manifest whose train split feeds the training-"
+                                                          "throughput measurement of both stages.")] = None,
 ) -> None:
     """Params, MACs and batch-1 224x224 CPU latency: SINet eager / fastest / ONNX Runtime vs LR-ASPP."""
     from sinet.bench import run_bench
 
     model = _load(weights)[0] if weights else None
-    report = run_bench(model, threads=threads, rounds=rounds, runs=runs, training=training)
+    report = run_bench(model, threads=threads, rounds=rounds, runs=runs, budget_seconds=seconds,
+                       compile_model=compile_model, training_manifest=manifest)
     table = Table(title=f"batch 1, 224x224, {threads} threads, median of {rounds} interleaved rounds")
     for column in ("contender", "params", "MMACs", "ms", "FPS", "x LR-ASPP", "x SINet eager"):
         table.add_column(column, justify="right")
@@ -188,5 +258,13 @@ def bench_command(
                       if row.get("mmacs") else "", f"{row['ms']:.2f}", f"{row['fps']:.0f}",
                       f"{row['vs_lraspp']:.2f}", f"{row['vs_sinet_eager']:.2f}")
     console.print(table)
+    for stage, figures in report["training"].items():
+        console.print(f"training {stage}: {figures}")
+    ratios = report["ratios"]
+    console.print(f"SINet eager = {ratios['sinet_eager_vs_lraspp']:.2f}x LR-ASPP; fastest form "
+                  f"({report['fastest_torch_form']}) = {ratios['fastest_vs_sinet_eager']:.2f}x SINet eager, "
+                  f"{ratios['fastest_fps']:.0f} FPS; onnxruntime = {ratios['onnxruntime_vs_sinet_eager']:.2f}x "
+                  f"SINet eager. Load average {report['conditions']['load_average'][0]:.1f} on "
+                  f"{report['conditions']['cpus']} CPUs.")
     if json_out is not None:
         _write_json(json_out, report)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,8 @@ def export_onnx(model: nn.Module, preprocessing: Preprocessing, path: str | os.P
     model = fold_batchnorm(model) if fold else model.eval()
     example = torch.zeros(1, 3, *preprocessing.size)
     axes = {ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}} if dynamic_batch else None
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is deliberate: static, opset-11 safe
         torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=opset,
                           input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT], dynamic_axes=axes)
         graph = onnx.load(str(tmp))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
 import torch
@@ -113,7 +111,7 @@ def test_unusable_checkpoints_name_the_file_and_the_reason(tmp_path):
     with pytest.raises(CheckpointError, match="truncated.pt.*weights_only"):
         load_model(truncated)
     code = tmp_path / "code.pt"
-    torch.save({"model": _Payload()}, code, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    torch.save({"model": _Payload()}, code)
     with pytest.raises(CheckpointError, match="code.pt"):
         load_model(code)
     foreign = tmp_path / "foreign.pt"

@@ -10,6 +10,7 @@ to the first animation frame in which the next item's picture is in the DOM and 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -21,9 +22,30 @@ from playwright.sync_api import sync_playwright
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "tests"))
 
-from review_helpers import CHROMIUM_ARGS, eg1800_sample, free_port, press, sign_in, start_app, stop_app  # noqa: E402
+from review_helpers import (CHROMIUM_ARGS, TIMER, eg1800_sample, free_port, press, sign_in, start_app,  # noqa: E402
+                            stop_app, wait_healthy)
 
 GRID = 9
+BLOCK = 20
+
+FLOOR_APP = """
+import base64, os, streamlit as st
+photos = sorted(os.listdir(os.environ["FLOOR_PHOTOS"]))
+
+@st.cache_resource
+def uri(name):
+    data = open(os.path.join(os.environ["FLOOR_PHOTOS"], name), "rb").read()
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode()
+
+@st.fragment
+def panel():
+    n = st.session_state.setdefault("n", 0)
+    st.button("Next (A)", shortcut="A", on_click=lambda: st.session_state.update(n=n + 1))
+    st.html(f'<img alt="{photos[n % len(photos)]}-{n}" src="{uri(photos[n % len(photos)])}">')
+
+panel()
+"""
+"""The floor: a bare Streamlit fragment with one shortcut button and a real photo sent the same way."""
 
 
 def summary(name: str, values: list[float]) -> str:
@@ -33,10 +55,22 @@ def summary(name: str, values: list[float]) -> str:
             f"max {values[-1]:6.1f} ms")
 
 
-def single_mode(page, decisions: int) -> list[float]:
+def single_mode(page, decisions: int, keys: str = "aa1axasa") -> list[float]:
     """Accept, reject with a reason, reject and skip in turn; milliseconds per decision."""
-    keys = "aa1axasa"
     return [press(page, keys[n % len(keys)])[1] for n in range(decisions)]
+
+
+def start_floor(scratch: Path, photos: Path) -> tuple[subprocess.Popen, int]:
+    script = scratch / "floor_app.py"
+    script.write_text(FLOOR_APP)
+    port = free_port()
+    command = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
+               "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
+               "--browser.gatherUsageStats", "false"]
+    process = subprocess.Popen(command, env={**os.environ, "FLOOR_PHOTOS": str(photos)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_healthy(port)
+    return process, port
 
 
 def grid_mode(page, images: int) -> list[float]:
@@ -66,13 +100,25 @@ def main() -> None:
                         "--order", "file"], check=True, stdout=subprocess.DEVNULL)
         port = free_port()
         app = start_app(db, port, scratch / "app.log")
+        floor_app, floor_port = start_floor(scratch, scratch / "data" / "images")
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+                floor_page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                floor_page.add_init_script(TIMER)
+                floor_page.goto(f"http://127.0.0.1:{floor_port}")
+                floor_page.wait_for_selector("img[alt]")
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 sign_in(page, f"http://127.0.0.1:{port}", "bench")
                 single_mode(page, warmup)
-                single = single_mode(page, args.decisions)
+                single_mode(floor_page, warmup, "a")
+                single, floor = [], []
+                for _ in range(args.decisions // BLOCK):  # interleaved blocks: both see the same machine load
+                    floor += single_mode(floor_page, BLOCK, "a")
+                    page.bring_to_front()
+                    single += single_mode(page, BLOCK)
+                    floor_page.bring_to_front()
+                page.bring_to_front()
                 args.screenshot.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(args.screenshot))
                 grid = grid_mode(page, args.decisions + GRID)[1:]
@@ -80,9 +126,13 @@ def main() -> None:
                 browser.close()
         finally:
             stop_app(app)
+            stop_app(floor_app)
     print(f"key press -> next photo shown, real Chromium, {args.decisions} decisions per mode, 600x800 EG1800 photos")
     print(summary("single (per decision)", single))
     print(summary("grid (per image)", grid))
+    print(summary("floor (bare fragment)", floor))
+    print("floor: a bare st.fragment with one shortcut button and an inline 600x800 photo, interleaved in blocks "
+          f"of {BLOCK} with single mode")
 
 
 if __name__ == "__main__":

@@ -46,20 +46,29 @@ def start_app(db: Path, port: int, log: Path, password: str | None = None) -> su
         process = subprocess.Popen([str(PROJECT / ".venv" / "bin" / "pipeline"), "review", "--db", str(db),
                                     "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)
-    deadline = time.time() + 60
+    try:
+        wait_healthy(port)
+    except RuntimeError:
+        stop_app(process)
+        raise RuntimeError(f"the review app did not start; see {log}") from None
+    return process
+
+
+def wait_healthy(port: int, seconds: float = 60) -> None:
+    """Wait until the Streamlit server on ``port`` answers its health check."""
+    deadline = time.time() + seconds
     while time.time() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as answer:
                 if answer.status == 200:
-                    return process
+                    return
         except OSError:
             time.sleep(0.2)
-    stop_app(process)
-    raise RuntimeError(f"the review app did not start; see {log}")
+    raise RuntimeError(f"no Streamlit server answered on port {port}")
 
 
 def stop_app(process: subprocess.Popen, kill: bool = False) -> None:
-    """Stop the app started by :func:`start_app` (its whole process group; SIGKILL when ``kill``)."""
+    """Stop a server started in its own session by :func:`start_app` (its process group; SIGKILL when ``kill``)."""
     os.killpg(process.pid, signal.SIGKILL if kill else signal.SIGTERM)
     process.wait(timeout=30)
 

@@ -286,7 +286,7 @@ class Store:
         return {row[0] for row in self._read("SELECT key FROM items")}
 
     def lease(self, annotator: str, count: int = 1, seconds: float = LEASE_SECONDS) -> list[Item]:
-        """Up to ``count`` items for ``annotator``: the ones they hold (renewed) first, then new ones.
+        """Up to ``count`` items for ``annotator``: the ones they hold (renewed once half expired) first, then new ones.
 
         An item is offered when it still needs reviews that nobody holds a live lease for, and this
         annotator has neither decided nor skipped it. Expired leases of others on it are dropped.
@@ -294,7 +294,8 @@ class Store:
         annotator = _name(annotator)
         now = self.clock()
         with self._write() as db:
-            db.execute("UPDATE leases SET expires_at = ? WHERE annotator = ?", (now + seconds, annotator))
+            db.execute("UPDATE leases SET expires_at = ? WHERE annotator = ? AND expires_at < ?",
+                       (now + seconds, annotator, now + seconds / 2))  # renew when half gone: fewer disk writes
             held = db.execute("SELECT item FROM leases WHERE annotator = ? ORDER BY position LIMIT ?",
                               (annotator, count)).fetchall()
             wanted = count - len(held)

@@ -1,0 +1,203 @@
+"""SINet training: augmentation, data, optimizer groups, schedule, and a real two-stage run killed mid-epoch and
+resumed (it must end exactly where an unbroken run ends)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image, ImageEnhance
+
+from pipeline.importers import import_eg1800
+from pipeline.imageio import IGNORE, read_image, read_pair
+from pipeline.manifest import Manifest, write_manifest
+from sinet.checkpoint import load_checkpoint, load_model
+from sinet.data import EpochSampler, SegmentationDataset, manifest_samples
+from sinet.model import SINet, SINetEncoder
+from sinet.preprocess import IMAGENET
+from sinet.train import (KILL_HOOK, TrainConfig, make_optimizer, milestones, parameter_groups, step_schedule,
+                         train, training_throughput)
+from sinet.transforms import (AugmentationConfig, PilSharpness, PortraitWarp, downsample_labels, seed_transform,
+                              train_transform, warp_matrix)
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_manifest(eg1800_dir, tmp_path_factory) -> Path:
+    """12 train and 4 val EG1800 photos, plus one truncated JPEG in train that must be skipped, not fatal."""
+    folder = tmp_path_factory.mktemp("tiny")
+    imported = import_eg1800(eg1800_dir, folder / "all.csv").manifest
+    frame = imported.frame
+    rows = pd.concat([frame[frame["split"] == "train"].head(13), frame[frame["split"] == "val"].head(4)])
+    broken = folder / "broken.jpg"
+    broken.write_bytes((eg1800_dir / "images" / "00001.jpg").read_bytes()[:3000])
+    rows.iloc[12, rows.columns.get_loc("image")] = os.path.relpath(broken, imported.root)
+    rows.iloc[12, rows.columns.get_loc("id")] = "eg1800/broken"
+    path = folder / "tiny.csv"
+    write_manifest(Manifest(rows.reset_index(drop=True), imported.root), path)
+    return path
+
+
+# ---- augmentation ----
+
+def test_warp_puts_the_photo_centre_at_the_canvas_centre():
+    matrix = warp_matrix(600, 800, 224, angle=30.0, scale=1.2, shift=(0.0, 0.0))
+    centre = matrix @ np.array([299.5, 399.5, 1.0])
+    assert centre == pytest.approx([112.0, 112.0])
+    unrotated = warp_matrix(600, 800, 224, angle=0.0, scale=1.0, shift=(0.0, 0.0))
+    assert unrotated[0, 0] == pytest.approx((224 / 599 + 224 / 799) / 2)  # one isotropic fit-to-canvas scale
+    assert unrotated[0, 0] == pytest.approx(unrotated[1, 1])
+
+
+def test_warp_borders_are_gray_and_background(eg1800_dir):
+    image, mask = read_pair(eg1800_dir / "images" / "00001.jpg", eg1800_dir / "masks" / "00001.png")
+    warp = PortraitWarp(size=224, rotation=0.0, scale=(0.5, 0.5), shift=0.0)  # half size: a wide border
+    out = warp(image=image, mask=mask)
+    assert out["image"].shape == (224, 224, 3) and out["mask"].shape == (224, 224)
+    assert (out["image"][:, :5] == 128).all() and (out["mask"][:, :5] == 0).all()
+    assert set(np.unique(out["mask"])) <= {0, 1}
+
+
+def test_augmentation_depends_on_the_seed_alone(eg1800_dir):
+    image, mask = read_pair(eg1800_dir / "images" / "00003.jpg", eg1800_dir / "masks" / "00003.png")
+    first, second = train_transform(), train_transform()
+    a = seed_transform(first, 7)(image=image, mask=mask)
+    seed_transform(second, 99)(image=image, mask=mask)  # a different history does not matter
+    b = seed_transform(second, 7)(image=image, mask=mask)
+    c = seed_transform(first, 8)(image=image, mask=mask)
+    assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["mask"], b["mask"])
+    assert not np.array_equal(a["image"], c["image"])
+
+
+def test_sharpness_matches_pil(eg1800_dir):
+    image = read_image(eg1800_dir / "images" / "00004.jpg")[200:424, 200:424]
+    for factor in (0.8, 1.2):
+        ours = PilSharpness((factor, factor))(image=image)["image"]
+        pil = np.asarray(ImageEnhance.Sharpness(Image.fromarray(image)).enhance(factor))
+        assert np.abs(ours.astype(int) - pil.astype(int)).max() <= 1
+
+
+def test_stage1_labels_are_nearest_downsampled():
+    mask = np.zeros((224, 224), np.uint8)
+    mask[::8, ::8] = 1  # exactly the pixels nearest-neighbour keeps
+    assert downsample_labels(mask).shape == (28, 28) and downsample_labels(mask).all()
+
+
+# ---- data ----
+
+def test_dataset_serves_normalised_photos_and_labels(tiny_manifest):
+    samples = manifest_samples([tiny_manifest], "train")
+    assert len(samples) == 13 and manifest_samples([tiny_manifest], "val")[0].key.startswith("eg1800/")
+    preprocessing = IMAGENET.__class__.from_dict({**IMAGENET.to_dict(), "size": [64, 64]})
+    dataset = SegmentationDataset(samples, train_transform(AugmentationConfig(size=64)), preprocessing,
+                                  label_stride=8)
+    image, label = dataset[(0, 123)]
+    again, _ = dataset[(0, 123)]
+    assert image.shape == (3, 64, 64) and image.dtype == torch.float32 and torch.equal(image, again)
+    assert label.shape == (8, 8) and label.dtype == torch.int64
+    assert set(label.unique().tolist()) <= {0, 1, IGNORE}
+    assert abs(image.mean().item()) < 2  # normalised, not 0..255
+
+
+def test_epoch_sampler_is_seeded_resumable_and_shards():
+    whole = EpochSampler(10, seed=1, stage=2, epoch=3)
+    keys = list(whole)
+    assert sorted(i for i, _ in keys) == list(range(10))
+    assert keys == list(EpochSampler(10, seed=1, stage=2, epoch=3))
+    assert [i for i, _ in keys] != [i for i, _ in EpochSampler(10, seed=1, stage=2, epoch=4)]
+    assert list(EpochSampler(10, seed=1, stage=2, epoch=3, start=4)) == keys[4:]
+    shards = [list(EpochSampler(10, seed=1, stage=2, epoch=3, rank=r, world_size=3)) for r in range(3)]
+    assert sorted(k for shard in shards for k in shard) == sorted(keys)
+    assert [len(EpochSampler(10, 1, 2, 3, rank=r, world_size=3)) for r in range(3)] == [4, 3, 3]
+
+
+# ---- optimizer and schedule ----
+
+def test_weight_decay_groups_follow_the_official_code():
+    model = SINet()
+    groups = {g["name"]: g for g in parameter_groups(model, conv=2e-4, depthwise=0.0, other=2e-6)}
+    grouped = [id(p) for g in groups.values() for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each parameter exactly once
+    depthwise = {id(m.weight) for m in model.modules()
+                 if isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels and m.in_channels > 1}
+    assert {id(p) for p in groups["depthwise"]["params"]} == depthwise
+    assert all(p.ndim == 4 for p in groups["conv"]["params"]) and all(p.ndim <= 2 for p in groups["other"]["params"])
+    assert [groups[n]["weight_decay"] for n in ("conv", "depthwise", "other")] == [2e-4, 0.0, 2e-6]
+
+
+def test_schedule_halves_at_the_official_epochs():
+    assert milestones(300, (0.5, 5 / 6)) == [150, 250]
+    config = TrainConfig(manifests=[], out="")
+    optimizer, scheduler = make_optimizer(SINetEncoder(), config, 300)
+    rates = []
+    for _ in range(300):
+        step_schedule(scheduler)  # before each epoch, as the official code
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[0] == rates[148] == 5e-4  # epochs 1-149
+    assert rates[149] == rates[248] == 2.5e-4  # epochs 150-249
+    assert rates[249] == rates[299] == 1.25e-4  # epochs 250-300
+
+
+# ---- a real run, killed and resumed ----
+
+def _tiny_config(manifest: Path, out: Path, workers: int) -> TrainConfig:
+    return TrainConfig(manifests=[str(manifest)], out=str(out), stage1_epochs=2, stage2_epochs=2, stage1_batch=4,
+                       stage2_batch=4, size=64, workers=workers, threads=1, checkpoint_every=2)
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    command = [str(Path(sys.executable).parent / "sinet"), *args]
+    return subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          timeout=300)
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_run_ends_like_an_unbroken_one(tiny_manifest, tmp_path):
+    unbroken = tmp_path / "unbroken"
+    best = train(_tiny_config(tiny_manifest, unbroken, workers=0))
+    assert set(best) == {"1", "2"}
+
+    # 12 readable photos, batch 4: 3 steps per epoch. Step 6 is the last step of stage 1's second epoch,
+    # after the mid-epoch checkpoint at its step 2, so the resumed run has to redo that step.
+    resumed = tmp_path / "resumed"
+    args = ["train", "--manifest", str(tiny_manifest), "--out", str(resumed), "--stage1-epochs", "2",
+            "--stage2-epochs", "2", "--stage1-batch", "4", "--stage2-batch", "4", "--size", "64",
+            "--threads", "1", "--checkpoint-every", "2"]
+    killed = _cli(*args, "--workers", "2", env={KILL_HOOK: "6"})
+    assert killed.returncode == -9, killed.stderr
+    state = load_checkpoint(resumed / "last.pt")["extra"]
+    assert (state["stage"], state["epoch"], state["step"], state["global_step"]) == (1, 1, 2, 5)
+    assert not (resumed / "best.pt").exists()
+    finished = _cli("train", "--manifest", str(tiny_manifest), "--out", str(resumed), "--resume", "--workers", "1")
+    assert finished.returncode == 0, finished.stderr
+
+    a, b = load_checkpoint(unbroken / "last.pt"), load_checkpoint(resumed / "last.pt")
+    assert a["arch"] == b["arch"] == "SINet"
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    moments = [(s["exp_avg"], s["exp_avg_sq"]) for s in a["extra"]["optimizer"]["state"].values()]
+    moments_b = [(s["exp_avg"], s["exp_avg_sq"]) for s in b["extra"]["optimizer"]["state"].values()]
+    assert all(torch.equal(x, y) for pair, pair_b in zip(moments, moments_b) for x, y in zip(pair, pair_b))
+    assert a["extra"]["global_step"] == b["extra"]["global_step"] == 12
+
+    history_a, history_b = pd.read_csv(unbroken / "metrics.csv"), pd.read_csv(resumed / "metrics.csv")
+    assert list(history_a["stage"]) == [1, 1, 2, 2]
+    columns = ["lr", "train_loss", "train_band_loss", "val_loss", "val_iou", "val_miou", "val_boundary_f1"]
+    assert history_a[columns].equals(history_b[columns])
+    skipped = pd.read_csv(resumed / "skipped.csv")
+    assert list(skipped["id"]) == ["eg1800/broken"] and "broken.jpg" in skipped["reason"][0]
+    for name in ("curves.png", "config.json", "stage1_best.pt"):
+        assert (resumed / name).stat().st_size > 0
+    model, preprocessing, meta = load_model(resumed / "best.pt")
+    assert isinstance(model, SINet) and preprocessing.size == (64, 64) and meta["extra"]["stage"] == 2
+
+
+def test_throughput_runs_real_photos_through_the_real_pipeline(tiny_manifest):
+    assert training_throughput(tiny_manifest, stage=1, batches=1, workers=0, batch_size=2, threads=1) > 0

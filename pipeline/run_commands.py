@@ -1,0 +1,83 @@
+"""Command-line shell of the orchestrator: ``pipeline run CONFIG.toml``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+WAITING_EXIT = 2
+"""Exit code when the run stopped to wait for human review (nothing failed)."""
+
+STATUS_STYLE = {"ran": "green", "resumed": "green", "skipped": "dim", "failed": "bold red", "waiting": "yellow"}
+
+
+def summary_table(results) -> Table:
+    """One row per step: what it did, whether it ran, how long, and its main figure."""
+    table = Table(title="pipeline run")
+    for column, justify in (("step", "left"), ("what", "left"), ("status", "left"), ("seconds", "right"),
+                            ("result", "left")):
+        table.add_column(column, justify=justify)
+    for result in results:
+        style = STATUS_STYLE.get(result.status, "")
+        table.add_row(result.name, result.title, f"[{style}]{result.status}[/]", f"{result.seconds:.0f}",
+                      result.note)
+    return table
+
+
+def print_outputs(console: Console, config) -> None:
+    """Where the outputs are and how to open the review app."""
+    lines = [f"outputs:            {config.out}",
+             f"review database:    {config.review_db}",
+             f"curated manifest:   {config.curated}"]
+    for model in config.models():
+        lines.append(f"{model + ':':<20}{config.out / model / 'best.pt'} (eval: {config.out / model / 'eval.json'})")
+    lines.append(f"step logs:          {config.out / 'logs'}")
+    lines.append(f"open the review app: pipeline review --db {config.review_db}   → http://127.0.0.1:8501")
+    console.print("\n".join(lines))
+
+
+def run_command(
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="Run config (TOML), e.g. configs/quickstart.toml.")],
+    auto_accept: Annotated[Optional[float], typer.Option(
+        help="Unattended run: accept items whose priority is at most this (reviewer 'auto', the reason states the "
+             "threshold); items above it stay queued for people. Overrides auto_accept in the config (review table).")
+    ] = None,
+    teacher: Annotated[Optional[Path], typer.Option(help="Use this teacher checkpoint instead of the config's "
+                                                         "(no teacher training).")] = None,
+    stop_after: Annotated[Optional[str], typer.Option(help="Stop after this step (e.g. fullbody-crop).")] = None,
+    force: Annotated[bool, typer.Option(help="Rerun every step, even the current ones.")] = False,
+) -> None:
+    """Photos → crop-baidu → teacher → pseudo-label → review → export → sinet train → sinet eval, skipping current steps."""
+    from pipeline.cli import fail
+    from pipeline.run import Runner, RunError, WaitingForReview, subprocess_env
+    from pipeline.run_plan import load_config, plan
+
+    console = Console() if Console().is_terminal else Console(width=150)  # logs: no wrapping at 80 columns
+    try:
+        config = load_config(config_path, auto_accept, teacher)
+        steps = plan(config, stop_after)
+    except RunError as error:
+        raise fail(str(error))
+    runner = Runner(config.out, subprocess_env(config.threads), console, force=force)
+    code, message = 0, ""
+    try:
+        runner.run(steps)
+    except WaitingForReview as waiting:
+        code, message = WAITING_EXIT, f"[yellow]waiting for review:[/] {waiting}"
+    except RunError as error:
+        code, message = 1, f"[bold red]error:[/] {error}"
+    console.print(summary_table(runner.results))
+    print_outputs(console, config)
+    if message:
+        Console(stderr=True).print(message)
+    if code:
+        raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``run`` command to ``app``."""
+    app.command("run")(run_command)

@@ -1,0 +1,180 @@
+"""`pipeline run`: step skipping by fingerprint, resume after a kill, config checks, unattended auto-accept.
+
+The runner tests use real subprocess commands and real files; the review tests use a real SQLite review store
+over the real photos that ship inside installed packages (the offline demo's photos).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from pipeline import manifest as mf
+from pipeline.demo_data import write_demo_photos
+from pipeline.imageio import read_image, write_mask
+from pipeline.review.queue import queue_manifests
+from pipeline.review.store import Store
+from pipeline.run import RunError, Runner, Step, options_argv, read_record
+from pipeline.run_plan import load_config, plan
+from pipeline.run_review import AUTO, auto_accept, export_curated, undecided
+
+
+def runner(out: Path, force: bool = False) -> Runner:
+    return Runner(out, {}, Console(quiet=True), force=force)
+
+
+def counting_step(out: Path, source: Path, calls: list[str], after: tuple[str, ...] = ()) -> Step:
+    """An in-process step that copies ``source`` to ``out/copy.txt`` and counts its calls."""
+    target = out / "copy.txt"
+
+    def copy() -> str:
+        calls.append("copy")
+        target.write_text(source.read_text())
+        return "copied"
+
+    return Step("copy", "copy a file", [target], action=copy, inputs=[source], after=after)
+
+
+def test_step_skipped_when_current_and_rerun_when_input_or_output_changes(tmp_path):
+    source, calls = tmp_path / "in.txt", []
+    source.write_text("one")
+    out = tmp_path / "run"
+    step = counting_step(out, source, calls)
+    assert [r.status for r in runner(out).run([step])] == ["ran"]
+    assert [r.status for r in runner(out).run([step])] == ["skipped"]
+    assert calls == ["copy"]
+    source.write_text("two")  # the input's content decides
+    assert [r.status for r in runner(out).run([step])] == ["ran"]
+    assert (out / "copy.txt").read_text() == "two"
+    (out / "copy.txt").unlink()  # a missing output is not current
+    assert [r.status for r in runner(out).run([step])] == ["resumed"]
+    assert [r.status for r in runner(out, force=True).run([step])] == ["ran"]
+    assert len(calls) == 4
+
+
+def test_upstream_change_reruns_downstream_and_owned_outputs_are_cleared(tmp_path):
+    source, calls = tmp_path / "in.txt", []
+    source.write_text("one")
+    out = tmp_path / "run"
+    stale = out / "derived" / "stale.txt"
+
+    def derive() -> str:
+        assert not stale.exists(), "outputs of another fingerprint must be removed before a rerun"
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        stale.write_text((out / "copy.txt").read_text())
+        return ""
+
+    steps = [counting_step(out, source, calls),
+             Step("derive", "derive", [stale], action=derive, after=("copy",), owns=[stale.parent])]
+    runner(out).run(steps)
+    assert [r.status for r in runner(out).run(steps)] == ["skipped", "skipped"]
+    source.write_text("two")
+    assert [r.status for r in runner(out).run(steps)] == ["ran", "ran"]
+    assert stale.read_text() == "two"
+
+
+def test_interrupted_command_is_resumed_with_its_resume_flag(tmp_path):
+    out = tmp_path / "run"
+    marker, done = out / "partial.txt", out / "done.txt"
+    # a real command: the first run leaves a partial file and dies; with --resume it finishes
+    script = ("import sys, pathlib\n"
+              f"partial, done = pathlib.Path({str(marker)!r}), pathlib.Path({str(done)!r})\n"
+              "if '--resume' in sys.argv and partial.exists():\n"
+              "    done.write_text('finished from ' + partial.read_text())\n"
+              "else:\n"
+              "    partial.parent.mkdir(parents=True, exist_ok=True); partial.write_text('half'); sys.exit(9)\n")
+    step = Step("work", "work", [done], [sys.executable, "-c", script], resume=("--resume", marker), owns=[done])
+    with pytest.raises(RunError, match="exit code 9"):
+        runner(out).run([step])
+    assert read_record(out, "work")["status"] == "running"
+    results = runner(out).run([step])
+    assert [r.status for r in results] == ["resumed"]
+    assert done.read_text() == "finished from half"
+    assert (out / "logs" / "work.log").is_file()
+    assert [r.status for r in runner(out).run([step])] == ["skipped"]
+
+
+def test_grouped_commands_run_together(tmp_path):
+    out = tmp_path / "run"
+    steps = [Step(f"job{i}", "sleep and write", [out / f"job{i}.txt"],
+                  [sys.executable, "-c", f"import time, pathlib; time.sleep(1); "
+                                         f"pathlib.Path({str(out / f'job{i}.txt')!r}).write_text('ok')"],
+                  group="together") for i in range(2)]
+    out.mkdir()
+    results = runner(out).run(steps)
+    assert [r.status for r in results] == ["ran", "ran"]
+    assert all((out / f"job{i}.txt").read_text() == "ok" for i in range(2))
+
+
+def test_options_become_command_line_flags():
+    assert options_argv({"time-budget": 30, "flip": False, "compile": True, "manifest": ["a", "b"],
+                         "batch_size": 2}) == ["--time-budget", "30", "--no-flip", "--compile", "--manifest", "a",
+                                               "--manifest", "b", "--batch-size", "2"]
+
+
+def test_config_errors_are_named(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('[run]\nout = "out"\n[teacher]\ncheckpoint = "t.pt"\n[[sources]]\nname = "a"\n'
+                      'images = "photos"\nmasks_from = "teacher"\n[sinet]\ntrain = ["eg1800"]\n')
+    with pytest.raises(RunError, match="dataset 'eg1800' is used but not defined"):
+        load_config(config)
+    config.write_text('[run]\nout = "out"\n[teacher]\ncheckpoint = "t.pt"\n[[sources]]\nname = "a"\n'
+                      'images = "photos"\n')
+    with pytest.raises(RunError, match="needs either masks"):
+        load_config(config)
+
+
+def test_quickstart_config_plans_every_stage():
+    config = load_config(Path(__file__).parents[1] / "configs" / "quickstart.toml", auto_accept=0.5)
+    names = [step.name for step in plan(config)]
+    assert names == ["demo-photos", "demo-masks", "demo-crop", "demo-label", "queue", "review", "export",
+                     "sinet-plus", "sinet-plus-eval"]
+    assert plan(config, stop_after="export")[-1].name == "export"
+
+
+# ---- unattended review ----
+
+def demo_manifest(tmp_path: Path, priorities: list[float | None]) -> Path:
+    """A manifest of the packaged photos with a mask each (a centred box) and the given priorities."""
+    photos = write_demo_photos(tmp_path / "photos")
+    rows = []
+    for photo, priority in zip(photos, priorities):
+        height, width = read_image(photo).shape[:2]
+        mask = np.zeros((height, width), np.uint8)
+        mask[height // 4:, width // 4: 3 * width // 4] = 1
+        write_mask(tmp_path / "masks" / f"{photo.stem}.png", mask)
+        rows.append({"id": f"pseudo/{photo.stem}", "image": f"photos/{photo.name}", "mask": f"masks/{photo.stem}.png",
+                     "source": "pseudo", "split": "unlabeled", "status": "pending", "priority": priority})
+    path = tmp_path / "manifest.csv"
+    mf.write_manifest(mf.new_rows(rows), path)
+    return path
+
+
+def test_auto_accept_marks_rows_and_leaves_the_rest_for_people(tmp_path):
+    manifest = demo_manifest(tmp_path, [0.1, 0.8, None])
+    with Store(tmp_path / "review.sqlite", create=True) as store:
+        queue_manifests(store, [manifest], root=tmp_path)
+        assert auto_accept(store, threshold=0.3) == (2, 1)  # 0.1 and the unscored one; 0.8 waits
+        assert undecided(store) == 1
+        assert auto_accept(store, threshold=0.3) == (0, 1)  # idempotent
+        curated = export_curated(store, tmp_path / "curated.csv")
+    frame = mf.read_manifest(tmp_path / "curated.csv").frame.set_index("id")
+    assert sorted(frame.index) == sorted(curated.frame["id"]) == ["pseudo/astronaut", "pseudo/grace_hopper"]
+    assert set(frame["reviewer"]) == {AUTO}
+    assert set(frame["status"]) == {"accepted"} and set(frame["split"]) == {"train"}
+    scored = frame.loc[frame["priority"].notna()]
+    assert len(scored) == 1 and scored["priority"].iloc[0] == pytest.approx(0.1)
+    assert "priority 0.100 <= threshold 0.3" in scored["reason"].iloc[0]
+    assert "human-made mask" in frame.loc[frame["priority"].isna(), "reason"].iloc[0]
+    assert not mf.validate(mf.read_manifest(tmp_path / "curated.csv"), check_files=True)
+
+
+def test_unscored_items_wait_when_asked(tmp_path):
+    manifest = demo_manifest(tmp_path, [0.1, 0.8, None])
+    with Store(tmp_path / "review.sqlite", create=True) as store:
+        queue_manifests(store, [manifest], root=tmp_path)
+        assert auto_accept(store, threshold=0.9, accept_unscored=False) == (2, 1)

@@ -191,6 +191,26 @@ def run_stage(name: str, items: Sequence[tuple[str, Any]],
     return summary
 
 
+def claim_folder(out_dir: str | os.PathLike, settings: dict[str, Any]) -> None:
+    """Record a stage's settings in ``out_dir/settings.json``; refuse a folder an earlier run filled with others,
+    since resuming it would mix two kinds of output in one manifest.
+
+    Raises:
+        ValueError: naming the folder and the differing settings.
+    """
+    from pipeline.atomic import write_text_atomic
+
+    wanted = json.loads(json.dumps(settings, default=_json_default))
+    recorded = Path(out_dir) / "settings.json"
+    if recorded.is_file():
+        earlier = json.loads(recorded.read_text(encoding="utf-8"))
+        if earlier != wanted:
+            changed = sorted(k for k in set(earlier) | set(wanted) if earlier.get(k) != wanted.get(k))
+            raise ValueError(f"{out_dir} holds output made with other settings ({', '.join(changed)} differ; see "
+                             f"{recorded}); use a new output folder or delete that one")
+    write_text_atomic(recorded, json.dumps(wanted, indent=1, sort_keys=True) + "\n")
+
+
 def map_items(process: Callable[[Any], Outcome], items: list[tuple[str, Any]], workers: int = 1,
               initializer: Callable[..., None] | None = None, initargs: tuple = ()) -> Iterator[Outcome]:
     """Process items one by one, in this process or in ``workers`` spawned processes.

@@ -161,3 +161,9 @@ def test_ray_engine_matches_the_local_engine(teacher, photos, labelled, tmp_path
         b = read_mask(tmp_path / distributed.loc[sample_id, "mask"]) == 1
         assert (a == b).mean() > 0.98, sample_id
         assert distributed.loc[sample_id, "priority"] == pytest.approx(local.loc[sample_id, "priority"], abs=0.05)
+
+
+def test_a_rerun_with_other_settings_is_refused(labelled, teacher, photos):
+    result = invoke("pseudo-label", photos[0], "--teacher", teacher, "--out", labelled, *LABEL, "--soft",
+                    "--long-side", "128")
+    assert result.exit_code == 1 and "long_side differ" in " ".join(result.output.split())

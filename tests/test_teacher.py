@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline import manifest as mf
 from pipeline.teacher.checkpoint import FORMAT, file_hash, load_teacher, read_checkpoint, save_checkpoint
 from pipeline.teacher.inference import model_shape, resize_for_model
 from pipeline.teacher.model import EncoderWeightsUnavailable, TeacherConfig, _hub_unreachable, build_model
@@ -18,9 +19,13 @@ from teacher_helpers import TINY, TRAIN_STEMS, VAL_STEMS, invoke, small_manifest
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, eg1800_dir):
-    """A tiny teacher trained for 2 steps, then resumed for 1 more."""
+    """A tiny teacher trained for 2 steps, then resumed for 1 more; one training photo is corrupt."""
     folder = tmp_path_factory.mktemp("teacher")
     manifest = small_manifest(eg1800_dir, folder / "small.csv")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    rows = mf.read_manifest(manifest).frame.to_dict("records")
+    rows.append({**rows[0], "id": "eg1800/broken", "image": "broken.jpg"})
+    mf.write_manifest(mf.new_rows(rows), manifest)
     out = folder / "teacher.pt"
     first = invoke("train-teacher", "--manifest", manifest, "--out", out, *TINY, "--epochs", "3", "--max-steps", "2")
     assert first.exit_code == 0, first.output
@@ -44,7 +49,9 @@ def test_checkpoint_carries_its_config_and_loads_weights_only(trained, eg1800_di
     teacher = load_teacher(out)
     assert teacher.hash == file_hash(out) and not teacher.model.training
     train, val = split_rows([manifest])
-    assert len(train) == len(TRAIN_STEMS) and len(val) == len(VAL_STEMS)
+    assert len(train) == len(TRAIN_STEMS) + 1 and len(val) == len(VAL_STEMS)
+    skipped = read_checkpoint(out)["train"]["skipped"]
+    assert len(skipped) == 1 and "broken.jpg" in skipped[0], "the corrupt photo is recorded, training went on"
 
 
 def test_resume_continues_the_step_count_and_optimizer(trained):

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import albumentations as A
@@ -75,7 +75,6 @@ class TrainOptions:
     max_minutes: float = 0.0
     max_steps: int = 0
     val_limit: int = 0
-    skipped: list[str] = field(default_factory=list)
 
 
 def split_rows(paths: Sequence[Path]) -> tuple[mf.Manifest, mf.Manifest]:
@@ -243,6 +242,7 @@ def train_teacher(options: TrainOptions) -> dict:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     start, run_steps, stopped = time.perf_counter(), 0, False
+    skipped: list[str] = list(state["train"].get("skipped", [])) if state is not None else []
     metrics: dict = dict(state["val"]) if state is not None else {}
 
     def checkpoint(completed_epochs: int) -> None:
@@ -254,7 +254,7 @@ def train_teacher(options: TrainOptions) -> dict:
         metrics.update(epoch=completed_epochs, step=step, minutes=round((time.perf_counter() - start) / 60, 2))
         save_checkpoint(options.out, model, config, rows_hash, metrics,
                         {"epoch": completed_epochs, "step": step, "optimizer": optimizer.state_dict(),
-                         "minutes": minutes_before + (time.perf_counter() - start) / 60, "skipped": list(options.skipped)})
+                         "minutes": minutes_before + (time.perf_counter() - start) / 60, "skipped": list(skipped)})
         console.print(f"epoch {completed_epochs}/{options.epochs} step {step}: val {_format(metrics)} -> {options.out}")
 
     with Progress(TextColumn("[bold]train-teacher[/] {task.fields[info]}"), BarColumn(), MofNCompleteColumn(),
@@ -263,8 +263,8 @@ def train_teacher(options: TrainOptions) -> dict:
         while epoch < options.epochs and not stopped:
             for images, masks, errors in loader:
                 for error in errors:
-                    if error not in options.skipped:
-                        options.skipped.append(error)
+                    if error not in skipped:
+                        skipped.append(error)
                         log.warning("skipped unreadable training pair: %s", error)
                 if images is None:
                     continue

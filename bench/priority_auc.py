@@ -1,0 +1,127 @@
+"""Do the quality signals find the bad masks? ROC AUC of `priority` for masks with IoU < 0.90.
+
+1. Pseudo-labels the 132 EG1800 val photos (their masks were hidden from the teacher) and the same photos'
+   raw uncropped originals (eg1800/raw/images); each mask's IoU against the true mask (raw: only inside the
+   annotators' crop box, 128 = unknown).
+2. Prints, per set: the IoU distribution, how many masks are below the threshold, the ROC AUC of `priority`
+   (target >= 0.85) and, for insight only (the priority rule is fixed, not fitted), the AUC of each signal.
+3. Draws priority against IoU for both sets into OUT/priority_vs_iou.png.
+
+Resumable (the pseudo-label runs are). One thread by default (the machine is shared):
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/priority_auc.py --teacher runs/teacher/mnv2-256.pt --long-side 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
+
+from pipeline import manifest as mf
+from pipeline.imageio import read_mask
+from pipeline.teacher.pseudo_label import LabelOptions, pseudo_label
+from pipeline.teacher.train import photo_iou
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SIGNALS = {  # signal -> +1 when higher means more likely wrong, -1 when lower does
+    "priority": 1, "mean_confidence": -1, "uncertain_share": 1, "expected_iou": -1, "flip_agreement": -1,
+    "boundary_sharpness": -1, "face_in_mask": -1, "components": 1, "foreground_share": -1,
+}
+
+
+def val_manifest(eg1800: Path, out: Path) -> Path:
+    """A manifest of the EG1800 val photos (images only: the teacher never sees their masks)."""
+    split = pd.read_csv(eg1800 / "split.csv", dtype=str)
+    stems = sorted(split.loc[split["split"] == "val", "stem"])
+    rows = [{"id": f"eg1800/{s}", "image": os.path.relpath(eg1800 / "images" / f"{s}.jpg", out.parent),
+             "mask": "", "source": "eg1800", "split": "val", "status": "pending", "origin_stem": s} for s in stems]
+    mf.write_manifest(mf.new_rows(rows), out)
+    return out
+
+
+def scored(out_dir: Path, truth_dir: Path, unknown_value: int | None) -> pd.DataFrame:
+    """The pseudo-label rows with each mask's IoU against the true mask of the same stem."""
+    manifest = mf.load(out_dir / "manifest.csv")
+    frame = manifest.frame.copy()
+    ious = []
+    for stem, mask_path in zip(frame["origin_stem"], manifest.paths("mask")):
+        truth = read_mask(truth_dir / f"{stem}.png", unknown_value=unknown_value)
+        predicted = read_mask(mask_path).astype(np.float32)
+        ious.append(photo_iou(predicted, truth))
+    frame["iou"] = ious
+    return frame
+
+
+def report(name: str, frame: pd.DataFrame, threshold: float) -> dict:
+    bad = frame["iou"] < threshold
+    print(f"\n{name}: {len(frame)} masks; IoU mean {frame['iou'].mean():.4f}, median {frame['iou'].median():.4f}, "
+          f"p10 {frame['iou'].quantile(0.1):.4f}; {int(bad.sum())} below {threshold:.2f}")
+    aucs = {}
+    if 0 < bad.sum() < len(frame):
+        for signal, sign in SIGNALS.items():
+            values = frame[signal].astype(float)
+            known = values.notna()
+            if known.sum() > 1 and 0 < bad[known].sum() < known.sum():
+                aucs[signal] = roc_auc_score(bad[known], sign * values[known])
+                note = "" if known.all() else f" (on {int(known.sum())} rows with a value)"
+                print(f"  ROC AUC {signal:>20}: {aucs[signal]:.3f}{note}")
+    else:
+        print("  AUC undefined: all masks on one side of the threshold")
+    return aucs
+
+
+def plot(frames: dict[str, pd.DataFrame], threshold: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(frames), figsize=(5 * len(frames), 4), squeeze=False)
+    for axis, (name, frame) in zip(axes[0], frames.items()):
+        bad = frame["iou"] < threshold
+        axis.scatter(frame["iou"][~bad], frame["priority"][~bad], s=10, label=f"IoU >= {threshold}")
+        axis.scatter(frame["iou"][bad], frame["priority"][bad], s=10, c="tab:red", label=f"IoU < {threshold}")
+        axis.axvline(threshold, color="grey", lw=0.5)
+        axis.set(xlabel="IoU against the true mask", ylabel="priority", title=name)
+        axis.legend(loc="upper right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    print(f"\nplot: {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--out", type=Path, default=Path("runs/priority_auc"))
+    parser.add_argument("--long-side", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threshold", type=float, default=0.90)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    eg1800 = args.data / "eg1800"
+    options = LabelOptions(long_side=args.long_side, batch_size=args.batch_size, workers=args.workers, device="cpu")
+    out = args.out / f"{args.teacher.stem}-{args.long_side}"
+    pseudo_label(val_manifest(eg1800, out / "val.csv"), args.teacher, out / "val", options)
+    pseudo_label(eg1800 / "raw" / "images", args.teacher, out / "raw", options)
+    frames = {"EG1800 val (600x800 crops)": scored(out / "val", eg1800 / "masks", None),
+              "EG1800 raw photos (inside crop box)": scored(out / "raw", eg1800 / "raw" / "masks", 128)}
+    for name, frame in frames.items():
+        report(name, frame, args.threshold)
+    plot(frames, args.threshold, out / "priority_vs_iou.png")
+    for name, frame in zip(("val", "raw"), frames.values()):
+        frame.to_csv(out / f"{name}_scored.csv", index=False)
+    assert not any(math.isnan(v) for v in frames["EG1800 val (600x800 crops)"]["iou"])
+
+
+if __name__ == "__main__":
+    main()

@@ -98,14 +98,14 @@ def plan_items(source: str | os.PathLike) -> list[tuple[str, PhotoItem]]:
     """
     source = Path(source)
     if source.is_dir():
-        return [(photo.stem, PhotoItem(photo.resolve(), f"pseudo/{photo.stem}",
-                                       {"origin": photo.resolve(), "origin_stem": photo.stem}))
+        return [(photo.stem, PhotoItem(photo.absolute(), f"pseudo/{photo.stem}",
+                                       {"origin": photo.absolute(), "origin_stem": photo.stem}))
                 for photo in list_photos(source)]
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such folder or manifest")
     manifest = mf.load(source)
     items = []
-    for index, row in manifest.frame.iterrows():
+    for _, row in manifest.frame.iterrows():
         carried = {c: row[c] for c in CARRIED if c in row.index and not _empty(row[c])}
         if "origin" in carried:
             carried["origin"] = manifest.path(carried["origin"])
@@ -136,17 +136,17 @@ def load_photo(key: str, item: PhotoItem, long_side: int, faces: bool) -> Loaded
     """Read one photo, find its largest face and resize it for the model; failures become a skip reason."""
     try:
         photo = read_image(item.path)
+        height, width = photo.shape[:2]
+        if min(height, width) < MIN_SIDE:
+            return LoadedPhoto(key, item, skip=("too_small", f"{item.path}: {width}x{height} pixels, "
+                                                             f"below {MIN_SIDE} px on a side"))
+        found = _face_detector().detect(photo) if faces else []
+        face = (found[0].x0, found[0].y0, found[0].x1, found[0].y1) if found else None
+        return LoadedPhoto(key, item, resize_for_model(photo, long_side), (height, width), face)
     except ImageReadError as error:
         return LoadedPhoto(key, item, skip=("unreadable", str(error)))
-    height, width = photo.shape[:2]
-    if min(height, width) < MIN_SIDE:
-        return LoadedPhoto(key, item, skip=("too_small", f"{item.path}: {width}x{height} pixels, "
-                                                         f"below {MIN_SIDE} px on a side"))
-    face = None
-    if faces:
-        found = _face_detector().detect(photo)
-        face = (found[0].x0, found[0].y0, found[0].x1, found[0].y1) if found else None
-    return LoadedPhoto(key, item, resize_for_model(photo, long_side), (height, width), face)
+    except Exception as error:  # one bad photo must not end the run; retried by the next run
+        return LoadedPhoto(key, item, skip=(ERROR_REASON, f"{item.path}: {type(error).__name__}: {error}"))
 
 
 def output_name(key: str) -> str:

@@ -2,7 +2,10 @@
 
 Copies real EG1800 photos (600x800) into a scratch folder, queues them, starts ``pipeline review`` and
 drives Debian's chromium with Playwright: each key press is timed in the page from the ``keydown`` event
-to the first animation frame in which the next item's picture is in the DOM and fully decoded.
+to the first animation frame in which the next item's picture is in the DOM and fully decoded. The bench
+looks at each photo for ``--think`` seconds before pressing (the app finishes drawing its buttons meanwhile;
+pressing the instant a photo appears would queue the press behind that). A bare Streamlit fragment showing
+the same photos (the floor) is timed in interleaved blocks, so the two see the same machine load.
 
     .venv/bin/python bench/review_latency.py --decisions 200
 """
@@ -55,9 +58,13 @@ def summary(name: str, values: list[float]) -> str:
             f"max {values[-1]:6.1f} ms")
 
 
-def single_mode(page, decisions: int, keys: str = "aa1axasa") -> list[float]:
-    """Accept, reject with a reason, reject and skip in turn; milliseconds per decision."""
-    return [press(page, keys[n % len(keys)])[1] for n in range(decisions)]
+def single_mode(page, decisions: int, think: float, keys: str = "aa1axasa") -> list[float]:
+    """Accept, reject with a reason, reject and skip in turn, looking ``think`` seconds at each photo; ms each."""
+    times = []
+    for n in range(decisions):
+        page.wait_for_timeout(1000 * think)
+        times.append(press(page, keys[n % len(keys)])[1])
+    return times
 
 
 def start_floor(scratch: Path, photos: Path) -> tuple[subprocess.Popen, int]:
@@ -73,7 +80,7 @@ def start_floor(scratch: Path, photos: Path) -> tuple[subprocess.Popen, int]:
     return process, port
 
 
-def grid_mode(page, images: int) -> list[float]:
+def grid_mode(page, images: int, think: float) -> list[float]:
     """Mark one thumbnail bad, then accept the page; milliseconds per image (page time / page size)."""
     page.keyboard.press("g")
     page.wait_for_selector(".review-thumb")
@@ -81,6 +88,7 @@ def grid_mode(page, images: int) -> list[float]:
     for n in range(images // GRID):
         page.keyboard.press(str(n % GRID + 1))
         page.wait_for_selector(".review-thumb[data-marked='1']")
+        page.wait_for_timeout(1000 * think)
         times.append(press(page, "a", ".review-thumb")[1] / GRID)
     return times
 
@@ -89,6 +97,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--decisions", type=int, default=200, help="decisions per mode (grid: images)")
     parser.add_argument("--eg1800", type=Path, default=PROJECT.parent / "shared" / "data" / "eg1800")
+    parser.add_argument("--think", type=float, default=0.3,
+                        help="seconds spent looking at a photo before the key (people take ~1.25 s per image)")
     parser.add_argument("--screenshot", type=Path, default=PROJECT / "runs" / "review-latency.png")
     args = parser.parse_args()
     warmup = 5
@@ -110,24 +120,25 @@ def main() -> None:
                 floor_page.wait_for_selector("img[alt]")
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 sign_in(page, f"http://127.0.0.1:{port}", "bench")
-                single_mode(page, warmup)
-                single_mode(floor_page, warmup, "a")
+                single_mode(page, warmup, args.think)
+                single_mode(floor_page, warmup, args.think, "a")
                 single, floor = [], []
                 for _ in range(args.decisions // BLOCK):  # interleaved blocks: both see the same machine load
-                    floor += single_mode(floor_page, BLOCK, "a")
+                    floor += single_mode(floor_page, BLOCK, args.think, "a")
                     page.bring_to_front()
-                    single += single_mode(page, BLOCK)
+                    single += single_mode(page, BLOCK, args.think)
                     floor_page.bring_to_front()
                 page.bring_to_front()
                 args.screenshot.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(args.screenshot))
-                grid = grid_mode(page, args.decisions + GRID)[1:]
+                grid = grid_mode(page, args.decisions + GRID, args.think)[1:]
                 page.screenshot(path=str(args.screenshot.with_stem(args.screenshot.stem + "-grid")))
                 browser.close()
         finally:
             stop_app(app)
             stop_app(floor_app)
-    print(f"key press -> next photo shown, real Chromium, {args.decisions} decisions per mode, 600x800 EG1800 photos")
+    print(f"key press -> next photo shown, real Chromium, {args.decisions} decisions per mode, 600x800 EG1800 photos, "
+          f"{args.think} s looking at each photo")
     print(summary("single (per decision)", single))
     print(summary("grid (per image)", grid))
     print(summary("floor (bare fragment)", floor))

@@ -59,6 +59,8 @@ KILL_HOOK = "SINET_TRAIN_KILL_AFTER_STEP"
 (counted over both stages, after any checkpoint due at that step), exactly like an external ``kill -9``."""
 
 STATE_FILE, STAGE1_BEST, BEST = "last.pt", "stage1_best.pt", "best.pt"
+PROGRESS_SECONDS = 60
+"""A progress line within an epoch at most this often (epochs take minutes on a CPU)."""
 
 
 @dataclass
@@ -511,7 +513,8 @@ class Trainer:
                             persistent_workers=False)
         self.model.train()
         kill_after = int(os.environ.get(KILL_HOOK, "0"))
-        started = time.perf_counter()
+        steps = state["step"] + len(loader)
+        started = last_report = time.perf_counter()
         for images, labels in loader:
             model = self.compiled if len(labels) == batch else self.model
             whole, band = train_step(model, images, labels, self.criterion, self.optimizer, self.scaler,
@@ -526,6 +529,10 @@ class Trainer:
                 self._bank_time(started)
                 started = time.perf_counter()
                 self._save_state()
+            if self.dist.main and time.perf_counter() - last_report > PROGRESS_SECONDS:
+                last_report = time.perf_counter()
+                console.print(f"stage {stage} epoch {epoch + 1} step {state['step']}/{steps}  "
+                              f"loss {sums['loss'] / sums['images']:.4f}", soft_wrap=True)
             if kill_after and state["global_step"] == kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
         self._bank_time(started)
@@ -640,7 +647,8 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
 
 
 def training_throughput(manifest: str | os.PathLike, stage: int, batches: int = 10, workers: int = 2,
-                        batch_size: int | None = None, threads: int | None = 2, split: str = "train") -> float:
+                        batch_size: int | None = None, threads: int | None = 2, split: str = "train",
+                        compile: bool = False) -> float:
     """Training images per second of ``stage`` on real photos through the real DataLoader and augmentation.
 
     For ``sinet bench`` and ``bench/train_throughput.py``. Times ``batches`` full optimizer steps (loss,
@@ -654,6 +662,7 @@ def training_throughput(manifest: str | os.PathLike, stage: int, batches: int = 
         batch_size: batch size (default 36 in stage 1, 24 in stage 2).
         threads: torch threads of the training step (None = leave torch's setting).
         split: split to draw photos from.
+        compile: ``torch.compile`` the model first (the compilation, in the warm-up batch, is not timed).
     """
     config = TrainConfig(manifests=[str(manifest)], out="", workers=workers)
     batch = batch_size or config.batch(stage)
@@ -671,6 +680,7 @@ def training_throughput(manifest: str | os.PathLike, stage: int, batches: int = 
     model = build_model(stage, 0)
     criterion = BoundaryAwareLoss(config.band(stage), config.boundary_weight, class_weights([3, 1]))
     optimizer, _ = make_optimizer(model, config, config.epochs(stage))
+    model = torch.compile(model, dynamic=False) if compile else model
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     batches_iter = iter(loader)
     train_step(model, *next(batches_iter), criterion, optimizer, scaler, device)

@@ -27,6 +27,10 @@ EG1800_SHARES = {"face width / crop width": (0.37, 0.455, 0.61), "face centre he
 """EG1800's p10, median and p90 (MTCNN boxes in the 600x800 crops), from the issue."""
 
 
+def counts(values: pd.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in values.value_counts().items()}
+
+
 def quantiles(values: pd.Series) -> str:
     p = np.quantile(values, [0.1, 0.25, 0.5, 0.75, 0.9])
     return "p10 {:.3f}  p25 {:.3f}  median {:.3f}  p75 {:.3f}  p90 {:.3f}".format(*p)
@@ -60,7 +64,7 @@ def eg1800_iou(out: Path, workers: int) -> None:
                             (box.col0, box.row0, box.col1, box.row1)))
     ious = pd.Series(ious)
     print(f"EG1800 raw val: {len(boxes)} photos, {len(crops)} with a crop; skips: "
-          f"{dict(skipped['reason'].value_counts()) if len(skipped) else {}}")
+          f"{counts(skipped['reason']) if len(skipped) else {}}")
     print(f"  IoU with the annotators' box: {quantiles(ious)}  min {ious.min():.3f}")
     print(f"  IoU >= 0.8 on {(ious >= 0.8).mean():.1%} of photos, >= 0.9 on {(ious >= 0.9).mean():.1%} "
           f"(targets: median >= 0.93, >= 0.8 on >= 80%)")
@@ -76,10 +80,9 @@ def fullbody_framing(out: Path, workers: int) -> None:
     print(f"fullbody: {summary.planned} photos -> {len(manifest)} crops from "
           f"{manifest.origin_stem.nunique()} photos; shifted {int((manifest.crop_shift_x != 0).sum() + (manifest.crop_shift_y != 0).sum())}, "
           f"clipped {int(manifest.crop_clipped.astype(str).eq('True').sum())}")
-    per_photo = skipped[skipped["face"].isna()]["reason"].value_counts() if len(skipped) else {}
-    per_face = skipped[skipped["face"].notna()]["reason"].value_counts() if len(skipped) else {}
-    print(f"  photos skipped whole: {dict(per_photo)}")
-    print(f"  faces rejected: {dict(per_face)}")
+    whole = skipped["face"].isna()
+    print(f"  photos skipped whole: {counts(skipped[whole]['reason'])}")
+    print(f"  faces rejected: {counts(skipped[~whole]['reason'])}")
     for name, values in (("face width / crop width", width), ("face centre height / crop height", height)):
         p10, median, p90 = EG1800_SHARES[name]
         print(f"  {name}: {quantiles(values)}   (EG1800: p10 {p10}  median {median}  p90 {p90})")

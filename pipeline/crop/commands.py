@@ -43,6 +43,7 @@ def crop_baidu(
     masks_dir: Annotated[Path, typer.Argument(help="Folder of person masks with the photos' stems.")],
     out: Annotated[Path, typer.Option(help="Output folder: images/, masks/, manifest.csv, skipped.csv.")],
     workers: Annotated[int, typer.Option(min=1, help="Processes, each with its own MTCNN.")] = 1,
+    threads: Annotated[int, typer.Option(min=1, help="Torch threads per worker.")] = 1,
     size: Annotated[str, typer.Option(help="Output size WIDTHxHEIGHT (EG1800-like).")] = "600x800",
     native_size: Annotated[bool, typer.Option(help="Write crops at the photo's own resolution.")] = False,
     preview: Annotated[Optional[Path], typer.Option(help="Write a contact sheet PNG of random crops.")] = None,
@@ -91,7 +92,7 @@ def crop_baidu(
             detector=DetectorSettings(max_side=detect_side, thresholds=_thresholds(thresholds),
                                       min_face_size=detect_min_face),
             output_size=None if native_size else _size(size), unknown_value=unknown_value)
-        summary = run(images_dir, masks_dir, out, settings, workers=workers)
+        summary = run(images_dir, masks_dir, out, settings, workers=workers, threads=threads)
     except (FileNotFoundError, ValueError) as error:
         raise fail(str(error))
     manifest = mf.read_manifest(summary.manifest)

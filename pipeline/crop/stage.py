@@ -128,7 +128,7 @@ _worker: dict = {}
 
 
 def init_worker(settings: CropSettings, out_dir: str, threads: int | None = None) -> None:
-    """Load MTCNN once in this process; ``threads`` caps torch's threads (1 per worker when several run)."""
+    """Load MTCNN once in this process; ``threads`` sets torch's threads (None keeps torch's default)."""
     if threads:
         import torch
 
@@ -187,7 +187,7 @@ def claim_folder(out_dir: Path, settings: CropSettings) -> None:
 
 
 def run(images_dir: str | os.PathLike, masks_dir: str | os.PathLike, out_dir: str | os.PathLike,
-        settings: CropSettings = CropSettings(), workers: int = 1) -> StageSummary:
+        settings: CropSettings = CropSettings(), workers: int = 1, threads: int = 1) -> StageSummary:
     """Crop every photo of ``images_dir`` (masks by stem from ``masks_dir``) into ``out_dir``, resumably.
 
     Args:
@@ -195,14 +195,15 @@ def run(images_dir: str | os.PathLike, masks_dir: str | os.PathLike, out_dir: st
         masks_dir: folder of masks with the photos' stems.
         out_dir: gets images/, masks/, manifest.csv, skipped.csv and the journal.
         settings: framing, rules, detector and output size.
-        workers: processes; each loads MTCNN once and uses one torch thread when there are several.
+        workers: processes; each loads MTCNN once.
+        threads: torch threads per worker. One is best here: MTCNN's small convolutions gain little from more,
+            and on a busy machine extra threads spin against each other (see docs/crop-baidu.md).
     """
     out_dir = Path(out_dir).resolve()
     items = plan_items(images_dir, masks_dir)
     claim_folder(out_dir, settings)
     for folder in (out_dir / "images", out_dir / "masks"):
         remove_leftovers(folder)  # temporaries of a run killed mid-write
-    threads = 1 if workers > 1 else None
 
     def execute(pending: list[tuple[str, tuple]]):
         return map_items(process_photo, pending, workers=workers, initializer=init_worker,

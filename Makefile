@@ -22,9 +22,14 @@ system-deps:
 test: setup system-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# The offline quick start: packaged photos + shipped weights through every stage, unattended (no ../shared).
 demo: setup
-	$(VENV)/bin/pipeline manifest import-eg1800 ../shared/data/eg1800 --out manifests/eg1800.csv
-	$(VENV)/bin/pipeline manifest validate manifests/eg1800.csv
+	$(VENV)/bin/pipeline run configs/quickstart.toml --auto-accept 0.5
+
+# SINet vs SINet+ on EG1800 (needs ../shared/data, or SINET_SHARED): the run, then docs/experiment.md.
+experiment: setup
+	$(VENV)/bin/pipeline run configs/experiment.toml
+	$(PY) bench/experiment.py runs/experiment --docs docs
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

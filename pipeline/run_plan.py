@@ -349,7 +349,8 @@ def sinet_steps(config: RunConfig) -> list[Step]:
                                 [report], [*command("sinet"), "eval", "--weights", str(out / "best.pt"),
                                            "--manifest", str(val), "--split", config.sinet_val_split,
                                            "--json", str(report), *options_argv(config.eval_options)],
-                                after=(model, *val_after), owns=[report], note=lambda r=report: score_note(r)))
+                                after=(model, *val_after), owns=[report], group="sinet-eval",
+                                note=lambda r=report: score_note(r)))
     return trainings + evaluations
 
 

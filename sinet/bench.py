@@ -92,7 +92,7 @@ def _eager(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
 
 
 def sinet_forms(model: nn.Module, preprocessing: Preprocessing, threads: int, workdir: Path,
-                compile_model: bool) -> dict[str, Callable[[], object]]:
+                compile_model: bool, spinning: bool) -> dict[str, Callable[[], object]]:
     """Callables running one batch-1 forward pass of each SINet inference form.
 
     Args:
@@ -101,6 +101,7 @@ def sinet_forms(model: nn.Module, preprocessing: Preprocessing, threads: int, wo
         threads: onnxruntime intra-op threads.
         workdir: where the temporary ONNX file goes.
         compile_model: include ``torch.compile`` (slow to build; needs a C++ compiler).
+        spinning: let idle onnxruntime threads spin (match OpenMP's wait policy).
     """
     x = torch.randn(1, 3, *SIZE)
     folded = fold_batchnorm(model)
@@ -112,9 +113,10 @@ def sinet_forms(model: nn.Module, preprocessing: Preprocessing, threads: int, wo
     forms = {"sinet eager": _eager(model, x), "sinet folded": _eager(folded, x),
              "sinet folded channels_last": _eager(nhwc, x_nhwc), "sinet torchscript": _eager(scripted, x)}
     if compile_model:
-        compiled = torch.compile(folded, mode="max-autotune-no-cudagraphs")
+        compiled = torch.compile(fold_batchnorm(model))
         forms["sinet compile"] = _eager(compiled, x)
-    session = onnx_session(export_onnx(model, preprocessing, workdir / "sinet.onnx", dynamic_batch=False), threads)
+    session = onnx_session(export_onnx(model, preprocessing, workdir / "sinet.onnx", dynamic_batch=False), threads,
+                           spinning)
     feed = {session.get_inputs()[0].name: x.numpy()}
     forms["sinet onnxruntime"] = lambda: session.run(None, feed)
     return forms
@@ -172,7 +174,7 @@ def training_report(manifest: str | os.PathLike | None, threads: int) -> dict:
 
 def run_bench(model: nn.Module | None = None, threads: int = 2, rounds: int = 30, runs: int = 10,
               budget_seconds: float = 180.0, compile_model: bool = True,
-              training_manifest: str | os.PathLike | None = None) -> dict:
+              training_manifest: str | os.PathLike | None = None, spinning: bool = False) -> dict:
     """Measure everything ``sinet bench`` reports.
 
     Args:
@@ -184,6 +186,8 @@ def run_bench(model: nn.Module | None = None, threads: int = 2, rounds: int = 30
         budget_seconds: time budget of the latency rounds.
         compile_model: include ``torch.compile``.
         training_manifest: manifest for the training throughput of both stages (None = skip it).
+        spinning: onnxruntime idle threads spin; set it to match ``OMP_WAIT_POLICY`` (which must be set before
+            torch loads, so the ``sinet bench`` command sets it).
     """
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
@@ -192,7 +196,7 @@ def run_bench(model: nn.Module | None = None, threads: int = 2, rounds: int = 30
     x = torch.randn(1, 3, *SIZE)
     console.print("building the inference forms (tracing, ONNX export, torch.compile) ...")
     with tempfile.TemporaryDirectory() as workdir:
-        contenders = sinet_forms(model, IMAGENET, threads, Path(workdir), compile_model)
+        contenders = sinet_forms(model, IMAGENET, threads, Path(workdir), compile_model, spinning)
         contenders["lraspp"] = _eager(peer, x)
         console.print(f"timing {len(contenders)} contenders, up to {rounds} rounds x {runs} runs ...")
         latency = interleaved_latency(contenders, rounds, runs, budget_seconds)
@@ -208,7 +212,9 @@ def run_bench(model: nn.Module | None = None, threads: int = 2, rounds: int = 30
     return {
         "conditions": {"batch": 1, "size": list(SIZE), "threads": threads, "torch": torch.__version__,
                        "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                       "load_average": list(os.getloadavg()), "flush_denormal": True},
+                       "load_average": list(os.getloadavg()), "flush_denormal": True,
+                       "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (active)"),
+                       "onnxruntime_spinning": spinning},
         "params": sizes["sinet"][0], "mmacs": sizes["sinet"][1] / 1e6,
         "lraspp_params": sizes["lraspp"][0], "lraspp_mmacs": sizes["lraspp"][1] / 1e6,
         "latency": rows,

@@ -241,15 +241,27 @@ def bench_command(
     seconds: Annotated[float, typer.Option(help="Time budget of the latency rounds.")] = 180.0,
     compile_model: Annotated[bool, typer.Option("--compile/--no-compile",
                                                 help="Include torch.compile (needs a C++ compiler).")] = True,
+    wait_policy: Annotated[str, typer.Option(help="OpenMP (and onnxruntime) idle threads: 'passive' sleep, "
+                                                  "'active' spin. Spinning threads on a loaded machine made "
+                                                  "2-thread torch 10x slower here.")] = "passive",
     manifest: Annotated[Optional[Path], typer.Option(help="Manifest whose train split feeds the training-"
                                                           "throughput measurement of both stages.")] = None,
 ) -> None:
     """Params, MACs and batch-1 224x224 CPU latency: SINet eager / fastest / ONNX Runtime vs LR-ASPP."""
+    import os
+    import sys
+
+    if wait_policy not in ("passive", "active"):
+        raise fail(f"--wait-policy must be 'passive' or 'active', not {wait_policy!r}")
+    if "torch" in sys.modules and os.environ.get("OMP_WAIT_POLICY", "").lower() != wait_policy:
+        Console(stderr=True).print("[yellow]torch is already loaded: --wait-policy cannot take effect[/]")
+    os.environ["OMP_WAIT_POLICY"] = wait_policy  # read by OpenMP when torch loads, i.e. on the next import
     from sinet.bench import run_bench
 
     model = _load(weights)[0] if weights else None
     report = run_bench(model, threads=threads, rounds=rounds, runs=runs, budget_seconds=seconds,
-                       compile_model=compile_model, training_manifest=manifest)
+                       compile_model=compile_model, training_manifest=manifest,
+                       spinning=wait_policy == "active")
     table = Table(title=f"batch 1, 224x224, {threads} threads, median of {rounds} interleaved rounds")
     for column in ("contender", "params", "MMACs", "ms", "FPS", "x LR-ASPP", "x SINet eager"):
         table.add_column(column, justify="right")

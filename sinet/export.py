@@ -78,17 +78,19 @@ def export_onnx(model: nn.Module, preprocessing: Preprocessing, path: str | os.P
     return Path(path)
 
 
-def onnx_session(path: str | os.PathLike, threads: int = 1):
+def onnx_session(path: str | os.PathLike, threads: int = 1, spinning: bool = True):
     """An onnxruntime CPU session with all graph optimisations and ``threads`` intra-op threads.
 
     Args:
         path: ``.onnx`` file.
         threads: intra-op threads (inter-op is 1: the graph is a chain).
+        spinning: let idle worker threads spin (onnxruntime's default); off on a loaded machine.
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

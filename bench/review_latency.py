@@ -54,7 +54,7 @@ panel()
 def summary(name: str, values: list[float]) -> str:
     values = sorted(values)
     p95 = values[min(len(values) - 1, int(round(0.95 * (len(values) - 1))))]
-    return (f"{name:<22} n={len(values):4d}  median {statistics.median(values):6.1f} ms  p95 {p95:6.1f} ms  "
+    return (f"{name:<38} n={len(values):4d}  median {statistics.median(values):6.1f} ms  p95 {p95:6.1f} ms  "
             f"max {values[-1]:6.1f} ms")
 
 
@@ -140,7 +140,7 @@ def main() -> None:
     print(f"key press -> next photo shown, real Chromium, {args.decisions} decisions per mode, 600x800 EG1800 photos, "
           f"{args.think} s looking at each photo")
     print(summary("single (per decision)", single))
-    print(summary("grid (per image)", grid))
+    print(summary(f"grid (per image; n = pages of {GRID})", grid))
     print(summary("floor (bare fragment)", floor))
     print("floor: a bare st.fragment with one shortcut button and an inline 600x800 photo, interleaved in blocks "
           f"of {BLOCK} with single mode")

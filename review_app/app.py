@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hmac
+from html import escape
 import os
 import time
 
@@ -89,15 +90,18 @@ def undo() -> None:
 
 
 def next_view() -> None:
+    """Show the next of overlay / contour / cut-out / photo."""
     state = st.session_state
     state.view = VIEWS[(VIEWS.index(state.view) + 1) % len(VIEWS)]
 
 
 def switch_mode() -> None:
+    """Between one large photo and a grid of thumbnails."""
     st.session_state.grid = not st.session_state.grid
 
 
 def toggle(key: str) -> None:
+    """Mark or unmark a grid thumbnail as bad."""
     st.session_state.marks ^= {key}
 
 
@@ -152,6 +156,7 @@ def status_line(items_left: bool) -> None:
 
 
 def common_buttons() -> None:
+    """Undo and the view switch, in both modes."""
     st.button("Undo (U)", shortcut="U", on_click=undo, width="stretch")
     st.button(f"View: {st.session_state.view} (V)", shortcut="V", on_click=next_view, width="stretch")
 
@@ -168,7 +173,7 @@ def single_panel() -> None:
             state.shown.setdefault(item.key, time.time())
             uri = picture(item, state.view)
             if uri:
-                st.html(f'<img id="review-photo" alt="{item.key}" src="{uri}" '
+                st.html(f'<img id="review-photo" alt="{escape(item.key)}" src="{uri}" '
                         'style="max-height:88vh;max-width:100%">')
             st.caption(f"{item.key}" + (" · gold" if item.gold else ""))
         else:
@@ -206,8 +211,9 @@ def grid_panel() -> None:
     state.marks &= {i.key for i in page}
     left, right = st.columns([5, 1])
     with right:
-        st.button(f"Accept all but {len(state.marks)} marked (A)", shortcut="A", type="primary",
-                  on_click=decide_grid, args=(page,), width="stretch")
+        st.button("Accept the rest (A)", shortcut="A", type="primary", on_click=decide_grid, args=(page,),
+                  width="stretch")
+        st.caption(f"{len(state.marks)} of {len(page)} marked bad: rejected with reason `grid`")
         common_buttons()
     with left:
         for row in range(0, len(page), 5):
@@ -219,13 +225,14 @@ def grid_panel() -> None:
                     border = "5px solid #e0202a" if marked else "5px solid transparent"
                     if uri:
                         st.html(f'<img class="review-thumb" data-marked="{int(marked)}" '
-                                f'alt="{item.key}" src="{uri}" style="width:100%;border:{border}">')
+                                f'alt="{escape(item.key)}" src="{uri}" style="width:100%;border:{border}">')
                     st.button(f"{'✗ bad' if marked else 'ok'} ({key})", key=f"mark-{key}", shortcut=key,
                               on_click=toggle, args=(item.key,), width="stretch")
     prefetch(files(ahead), state.view, thumb=True)
 
 
 def main() -> None:
+    """Open the store, sign in, then show the panel of the chosen mode."""
     st.set_page_config(page_title="Mask review", layout="wide")
     path = database()
     if not path:
@@ -243,8 +250,8 @@ def main() -> None:
         grid = st.session_state.setdefault("grid", False)
         st.button("Single mode (G)" if grid else "Grid mode (G)", shortcut="G", on_click=switch_mode,
                   help="Grid: mark the bad thumbnails, then accept the rest with one key.")
-        st.caption("Keys: 1-9 mark/unmark · A accept the unmarked · U undo · V view · G single mode" if grid
-                   else "Keys: A accept · X reject · 1-6 reject with a reason · S skip · U undo · V view · G grid")
+        st.caption("Keys: 1-9 mark/unmark · A accept the unmarked · U undo · V view · G single mode" if grid else
+                   "Keys: A accept · X reject · 1-6 reject with a reason · S skip · U undo · V view · G grid")
     (grid_panel if st.session_state.grid else single_panel)()
 
 

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -18,7 +17,7 @@ from pipeline import manifest as mf
 from pipeline.cli import app
 from pipeline.imageio import read_mask
 from pipeline.review.export import export_manifest
-from pipeline.review.queue import QueueError, queue_manifests
+from pipeline.review.queue import queue_manifests
 from pipeline.review.stats import review_stats
 from pipeline.review.store import (SCHEMA_VERSION, DecisionRefused, NewItem, ReviewStoreError, Store, migrate)
 from review_helpers import check_decisions, decide_until_empty, eg1800_sample

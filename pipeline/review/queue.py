@@ -90,8 +90,9 @@ def plan_queue(path: str | os.PathLike, root: Path, statuses: tuple[str, ...] = 
     root = root.resolve()
     escaping = _escaping(manifest, root)
     if escaping:
+        named = ", ".join(escaping[:5]) + (" ..." if len(escaping) > 5 else "")
         raise QueueError(f"{path}: {len(escaping)} paths lie outside the data root {root}, refusing the manifest: "
-                         f"{mf._sample(escaping)} (queue them into a database with a wider --root)")
+                         f"{named} (queue them into a database with a wider --root)")
     plan = QueuePlan()
     selected = mf.select(manifest, status=statuses, with_mask=True)
     if len(selected) == 0:

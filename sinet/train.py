@@ -417,8 +417,8 @@ class Trainer:
             write_text_atomic(self.out / "config.json", json.dumps(self.config.to_dict(), indent=2) + "\n")
         return {"config": self.config.to_dict(), "stage": self.config.stages[0], "epoch": 0, "step": 0,
                 "global_step": 0, "planned_epochs": self.config.epochs(self.config.stages[0]),
-                "stage_seconds": 0.0, "run_seconds": 0.0, "last_epoch_seconds": 0.0, "sums": _zero_sums(), "history": [],
-                "best": {}, "skipped": self.skipped, "pixel_counts": self.pixel_counts,
+                "stage_seconds": 0.0, "run_seconds": 0.0, "last_epoch_seconds": 0.0, "sums": _zero_sums(),
+                "history": [], "best": {}, "skipped": self.skipped, "pixel_counts": self.pixel_counts,
                 "class_weights": None if self.weights is None else self.weights.tolist()}
 
     def _enter_stage(self, stage: int, state_dict: dict | None) -> None:

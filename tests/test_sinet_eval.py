@@ -127,3 +127,21 @@ def test_sinet_predict_writes_masks_cutouts_overlays_and_resumes(official_weight
     assert "broken" in (out / "skipped.csv").read_text()
     rerun = CliRunner().invoke(app, command)
     assert rerun.exit_code == 0 and "3 done before, 0 processed" in rerun.output.replace("\n", " ")
+
+
+@pytest.mark.slow
+def test_sinet_eval_skips_a_broken_photo_with_its_reason(official_weights, eg1800_dir, tmp_path):
+    (tmp_path / "good.jpg").write_bytes((eg1800_dir / "images" / "00002.jpg").read_bytes())
+    (tmp_path / "broken.jpg").write_bytes((eg1800_dir / "images" / "00002.jpg").read_bytes()[:2000])
+    mask = (eg1800_dir / "masks" / "00002.png").read_bytes()
+    (tmp_path / "good.png").write_bytes(mask)
+    (tmp_path / "broken.png").write_bytes(mask)
+    rows = [{"id": f"t/{stem}", "image": f"{stem}.jpg", "mask": f"{stem}.png", "source": "t", "split": "val",
+             "status": "accepted"} for stem in ("good", "broken")]
+    mf.write_manifest(mf.Manifest(mf.new_rows(rows), tmp_path), tmp_path / "m.csv")
+    result = CliRunner().invoke(app, ["eval", "--weights", str(official_weights), "--manifest",
+                                      str(tmp_path / "m.csv"), "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["images"] == 1 and report["iou"] > 90
+    assert [s["key"] for s in report["skipped"]] == ["t/broken"] and "broken.jpg" in report["skipped"][0]["reason"]

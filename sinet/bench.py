@@ -172,6 +172,17 @@ def training_report(manifest: str | os.PathLike | None, threads: int) -> dict:
             for stage in (1, 2)}
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run_bench(model: nn.Module | None = None, threads: int = 2, rounds: int = 30, runs: int = 10,
               budget_seconds: float = 180.0, compile_model: bool = True,
               training_manifest: str | os.PathLike | None = None, spinning: bool = False) -> dict:
@@ -211,7 +222,7 @@ def run_bench(model: nn.Module | None = None, threads: int = 2, rounds: int = 30
                       "vs_lraspp": latency["lraspp"] / ms, "vs_sinet_eager": latency["sinet eager"] / ms}
     return {
         "conditions": {"batch": 1, "size": list(SIZE), "threads": threads, "torch": torch.__version__,
-                       "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                       "cpu": cpu_name(), "cpus": os.cpu_count(),
                        "load_average": list(os.getloadavg()), "flush_denormal": True,
                        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (active)"),
                        "onnxruntime_spinning": spinning},

@@ -75,9 +75,9 @@ def queue_command(
         raise _fail(str(error))
     for problem in problems:
         Console(stderr=True).print(f"[yellow]skipped:[/] {problem}")
-    console.print(f"queued {added} new items ({known} were already queued) in {db}; data root {store.data_root}")
     if added + known == 0:
         raise _fail("nothing to queue")
+    console.print(f"queued {added} new items ({known} were already queued) in {db}; data root {store.data_root}")
 
 
 def review_command(

@@ -97,7 +97,8 @@ def plan_queue(path: str | os.PathLike, root: Path, statuses: tuple[str, ...] = 
     selected = mf.select(manifest, status=statuses, with_mask=True)
     if len(selected) == 0:
         found = ", ".join(sorted(set(manifest.frame["status"]))) or "no rows"
-        plan.problems.append(f"{path}: no rows with a mask and status {', '.join(statuses)} (found: {found})")
+        plan.problems.append(f"{path}: no rows with a mask and status {', '.join(statuses)} (found: {found}; "
+                             "choose others with --status, e.g. --status accepted)")
         return plan
     present = [image.is_file() and mask.is_file()
                for image, mask in zip(selected.paths("image"), selected.paths("mask"))]
@@ -158,18 +159,23 @@ def queue_manifests(store: Store, manifests: list[Path], root: Path | None = Non
     stored = store.setting("data_root")
     if stored is not None and root is not None and Path(stored) != root.resolve():
         raise QueueError(f"{store.path}: its data root is {stored}; it cannot change to {root.resolve()}")
-    if stored is None:
-        if root is None:
-            try:
-                root = default_root(mf.load(manifests[0]))
-            except mf.ManifestError as error:
-                raise QueueError(str(error)) from None
-        store.set_setting("data_root", str(root.resolve()))
-    root = store.data_root
+    if stored is not None:
+        root = Path(stored)
+    elif root is None:
+        try:
+            root = default_root(mf.load(manifests[0]))
+        except mf.ManifestError as error:
+            raise QueueError(str(error)) from None
+        if root == Path(root.anchor):
+            raise QueueError(f"{manifests[0]}: the manifest and its files share no folder but {root}; "
+                             "choose the data root with --root")
+    root = root.resolve()
     plans = [plan_queue(path, root, statuses, order, mix, double) for path in manifests]
     if gold_from is not None and gold_count > 0:
         plans.append(plan_gold(gold_from, root, gold_dir or store.path.parent / f"{store.path.stem}-gold",
                                gold_count))
     items = [item for plan in plans for item in plan.items]
+    if stored is None and items:
+        store.set_setting("data_root", str(root))
     added = store.add_items(items)
     return added, len(items) - added, [problem for plan in plans for problem in plan.problems]

@@ -22,6 +22,8 @@ def verdicts(store: Store) -> pd.DataFrame:
 
     An item is ``accepted`` only when every counting decision on it accepts (a double-reviewed item that
     one person rejected is ``rejected``); skips and undone decisions do not count; gold items are left out.
+    ``reason`` joins the reasons of the decisions behind the status (reject codes, or why an unattended run
+    accepted it).
     """
     items = store.items_frame()
     decided = store.decisions_frame()
@@ -31,9 +33,10 @@ def verdicts(store: Store) -> pd.DataFrame:
     rows = []
     for key, group in decided.groupby("key", sort=False):
         rejected = group[group["decision"] == "reject"]
+        deciding = rejected if len(rejected) else group
         rows.append({"key": key, "status": "rejected" if len(rejected) else "accepted",
                      "reviewer": "+".join(group["annotator"]), "decided_at": iso(group["decided_at"].max()),
-                     "reason": ";".join(r for r in rejected["reason"].fillna("") if r)})
+                     "reason": ";".join(r for r in deciding["reason"].fillna("") if r)})
     return pd.DataFrame(rows, columns=["key", "status", "reviewer", "decided_at", "reason"])
 
 

@@ -25,8 +25,8 @@ from playwright.sync_api import sync_playwright
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "tests"))
 
-from review_helpers import (CHROMIUM_ARGS, TIMER, eg1800_sample, free_port, press, sign_in, start_app,  # noqa: E402
-                            stop_app, wait_healthy)
+from review_helpers import (CHROMIUM_ARGS, PIPELINE, TIMER, eg1800_sample, free_port, press,  # noqa: E402
+                            sign_in, start_app, stop_app, wait_healthy)
 
 GRID = 9
 BLOCK = 20
@@ -106,7 +106,7 @@ def main() -> None:
         scratch = Path(scratch)
         manifest = eg1800_sample(args.eg1800, scratch / "data", 2 * args.decisions + 4 * warmup + 2 * GRID)
         db = scratch / "review.sqlite"
-        subprocess.run([str(PROJECT / ".venv" / "bin" / "pipeline"), "queue", str(manifest), "--db", str(db),
+        subprocess.run([PIPELINE, "queue", str(manifest), "--db", str(db),
                         "--order", "file"], check=True, stdout=subprocess.DEVNULL)
         port = free_port()
         app = start_app(db, port, scratch / "app.log")

@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -16,6 +17,8 @@ from pipeline import manifest as mf
 from pipeline.importers import import_eg1800
 
 PROJECT = Path(__file__).resolve().parents[1]
+PIPELINE = str(Path(sys.executable).parent / "pipeline")
+"""The ``pipeline`` command of the running environment."""
 
 
 def eg1800_sample(eg1800: Path, dest: Path, count: int, start: int = 0) -> Path:
@@ -43,7 +46,7 @@ def start_app(db: Path, port: int, log: Path, password: str | None = None) -> su
     if password:
         env["REVIEW_PASSWORD"] = password
     with open(log, "ab") as out:
-        process = subprocess.Popen([str(PROJECT / ".venv" / "bin" / "pipeline"), "review", "--db", str(db),
+        process = subprocess.Popen([PIPELINE, "review", "--db", str(db),
                                     "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env,
                                    start_new_session=True)
     try:

@@ -64,7 +64,7 @@ def pseudo_label_command(
     faces: Annotated[bool, typer.Option(help="Run MTCNN for the face_in_mask signal.")] = True,
     soft: Annotated[bool, typer.Option(help="Also write soft-probability PNGs.")] = False,
     batch_size: Annotated[int, typer.Option(help="Photos per model call.")] = 8,
-    workers: Annotated[int, typer.Option(help="Loader processes (local) or loading tasks in flight (ray).")] = 2,
+    workers: Annotated[int, typer.Option(help="Loader processes (local) or loading actors (ray).")] = 2,
     engine: Annotated[str, typer.Option(help="'local' (DataLoader) or 'ray' (Ray Data actor pool).")] = "local",
     actors: Annotated[int, typer.Option(help="Ray: model actors.")] = 1,
     gpus_per_actor: Annotated[float, typer.Option(help="Ray: GPUs per model actor (0 on CPU machines).")] = 0.0,

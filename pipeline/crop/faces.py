@@ -14,15 +14,13 @@ import numpy as np
 import torch
 
 
-@dataclass(frozen=True)
-class Face:
-    """One detected face: its box in photo pixels (x0, y0, x1, y1; floats, end-exclusive) and probability."""
+class BoxGeometry:
+    """Size and centre of a box with ``x0, y0, x1, y1`` attributes (end-exclusive)."""
 
     x0: float
     y0: float
     x1: float
     y1: float
-    prob: float
 
     @property
     def width(self) -> float:
@@ -35,6 +33,17 @@ class Face:
     @property
     def center(self) -> tuple[float, float]:
         return (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
+
+
+@dataclass(frozen=True)
+class Face(BoxGeometry):
+    """One detected face: its box in photo pixels (x0, y0, x1, y1; floats, end-exclusive) and probability."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    prob: float
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.crop.faces import Face
+from pipeline.crop.faces import BoxGeometry, Face
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class FramingRule:
 
 
 @dataclass(frozen=True)
-class CropBox:
+class CropBox(BoxGeometry):
     """A crop in photo pixels (end-exclusive) and how it was bent to fit the photo.
 
     ``shift_x``/``shift_y`` are the pixels the framed box was moved to stay inside; ``clipped`` is true when the
@@ -70,14 +70,6 @@ class CropBox:
     shift_x: int = 0
     shift_y: int = 0
     clipped: bool = False
-
-    @property
-    def width(self) -> int:
-        return self.x1 - self.x0
-
-    @property
-    def height(self) -> int:
-        return self.y1 - self.y0
 
 
 def frame_face(face: Face, photo_width: int, photo_height: int, rule: FramingRule = FramingRule()) -> CropBox:

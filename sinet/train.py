@@ -573,7 +573,7 @@ class Trainer:
         self._save_state()
         self._write_reports()
         if self.dist.main:
-            console.print(_epoch_line(row, planned), soft_wrap=True)
+            console.print(_epoch_line(row, state["planned_epochs"]), soft_wrap=True)
 
     def _plan_epochs(self) -> None:
         """Under a time budget, fit E to what the stage's share leaves at the last epoch's pace; the plan is
@@ -646,7 +646,7 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     return Trainer(config, resume).run()
 
 
-def training_throughput(manifest: str | os.PathLike, stage: int, batches: int = 10, workers: int = 2,
+def training_throughput(manifest: str | os.PathLike, stage: int, batches: int = 10, workers: int = 1,
                         batch_size: int | None = None, threads: int | None = 2, split: str = "train",
                         compile: bool = False) -> float:
     """Training images per second of ``stage`` on real photos through the real DataLoader and augmentation.

@@ -66,7 +66,7 @@ def inputs(tmp_path_factory, fullbody_dir) -> Path:
     images, masks = root / "images", root / "masks"
     images.mkdir()
     masks.mkdir()
-    for stem in PLAIN + ("0009", "0940", "0042"):
+    for stem in PLAIN + ("0009", "0940", "0042", "0661", "0671"):
         shutil.copy(fullbody_dir / "images" / f"{stem}.jpg", images)
         shutil.copy(fullbody_dir / "masks" / f"{stem}.png", masks)
     photo = Image.open(fullbody_dir / "images" / "0042.jpg")
@@ -126,7 +126,7 @@ def test_real_photos_become_eg1800_like_crops(crops):
     manifest = read_manifest(crops / "manifest.csv")
     frame = manifest.frame
     assert validate(manifest, check_files=True) == []
-    expected = {f"baidu_crop/{stem}-f0" for stem in PLAIN + ("0042", "0940", "gray", "rgba", "exif", "print")}
+    expected = {f"baidu_crop/{stem}-f0" for stem in PLAIN + ("0042", "0940", "0661", "gray", "rgba", "exif", "print")}
     assert expected | {"baidu_crop/0009-f1", "baidu_crop/0940-f1"} == set(frame["id"])
     assert set(frame["source"]) == {"baidu_crop"} and set(frame["status"]) == {"pending"}
     assert all(i == f"baidu_crop/{stem}-f{i[-1]}" for i, stem in zip(frame["id"], frame["origin_stem"]))
@@ -153,7 +153,9 @@ def test_every_bad_input_is_skipped_with_its_reason(crops):
     assert reasons(crops, "emptymask") == {"empty_mask"}
     assert reasons(crops, "poster") == {"face_outside_mask"}
     assert "face_not_head" in reasons(crops, "print")
-    assert "face_outside_mask" in reasons(crops, "0009")  # a bystander the mask leaves out
+    assert {"face_outside_mask", "face_too_small"} <= reasons(crops, "0009")  # bystanders the mask leaves out
+    assert reasons(crops, "0661") == {"duplicate_face"}  # MTCNN boxed the eyes a second time
+    assert reasons(crops, "0671") == {"no_face"}  # the face is turned away
     assert not (skips(crops)["reason"] == "error").any()
 
 

@@ -5,11 +5,14 @@
    annotators' crop box, 128 = unknown).
 2. Prints, per set: the IoU distribution, how many masks are below the threshold, the ROC AUC of `priority`
    (target >= 0.85) and, for insight only (the priority rule is fixed, not fitted), the AUC of each signal.
-3. Draws priority against IoU for both sets into OUT/priority_vs_iou.png.
+   With ``--train-photos N`` it also scores N EG1800 train photos: the set on which a priority rule may be
+   chosen (never on val).
+3. Draws priority against IoU for every set into OUT/priority_vs_iou.png.
 
 Resumable (the pseudo-label runs are). One thread by default (the machine is shared):
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/priority_auc.py --teacher runs/teacher/mnv2-256.pt --long-side 256
+    OMP_NUM_THREADS=1 .venv/bin/python bench/priority_auc.py --teacher runs/teacher/mnv2-256.pt --long-side 256 \
+        --train-photos 200
 """
 
 from __future__ import annotations
@@ -36,12 +39,13 @@ SIGNALS = {  # signal -> +1 when higher means more likely wrong, -1 when lower d
 }
 
 
-def val_manifest(eg1800: Path, out: Path) -> Path:
-    """A manifest of the EG1800 val photos (images only: the teacher never sees their masks)."""
+def photo_manifest(eg1800: Path, out: Path, split_name: str, limit: int = 0) -> Path:
+    """A manifest of EG1800 photos of one split (images only: no masks are passed to the stage)."""
     split = pd.read_csv(eg1800 / "split.csv", dtype=str)
-    stems = sorted(split.loc[split["split"] == "val", "stem"])
+    stems = sorted(split.loc[split["split"] == split_name, "stem"])
+    stems = stems[::max(1, len(stems) // limit)][:limit] if limit else stems
     rows = [{"id": f"eg1800/{s}", "image": os.path.relpath(eg1800 / "images" / f"{s}.jpg", out.parent),
-             "mask": "", "source": "eg1800", "split": "val", "status": "pending", "origin_stem": s} for s in stems]
+             "mask": "", "source": "eg1800", "split": split_name, "status": "pending", "origin_stem": s} for s in stems]
     mf.write_manifest(mf.new_rows(rows), out)
     return out
 
@@ -59,6 +63,17 @@ def scored(out_dir: Path, truth_dir: Path, unknown_value: int | None) -> pd.Data
     return frame
 
 
+def bootstrap_interval(bad: np.ndarray, scores: np.ndarray, rounds: int = 2000) -> tuple[float, float]:
+    """95% percentile interval of the ROC AUC over photo resamples (fixed seed)."""
+    generator = np.random.default_rng(0)
+    values = []
+    for _ in range(rounds):
+        pick = generator.integers(0, len(bad), len(bad))
+        if 0 < bad[pick].sum() < len(pick):
+            values.append(roc_auc_score(bad[pick], scores[pick]))
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
 def report(name: str, frame: pd.DataFrame, threshold: float) -> dict:
     bad = frame["iou"] < threshold
     print(f"\n{name}: {len(frame)} masks; IoU mean {frame['iou'].mean():.4f}, median {frame['iou'].median():.4f}, "
@@ -71,6 +86,9 @@ def report(name: str, frame: pd.DataFrame, threshold: float) -> dict:
             if known.sum() > 1 and 0 < bad[known].sum() < known.sum():
                 aucs[signal] = roc_auc_score(bad[known], sign * values[known])
                 note = "" if known.all() else f" (on {int(known.sum())} rows with a value)"
+                if signal == "priority":
+                    low, high = bootstrap_interval(bad.to_numpy(), values.to_numpy())
+                    note += f" (95% bootstrap interval {low:.3f}-{high:.3f})"
                 print(f"  ROC AUC {signal:>20}: {aucs[signal]:.3f}{note}")
     else:
         print("  AUC undefined: all masks on one side of the threshold")
@@ -106,19 +124,26 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threshold", type=float, default=0.90)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--train-photos", type=int, default=0,
+                        help="also score this many EG1800 train photos (a selection set that is not val)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     eg1800 = args.data / "eg1800"
     options = LabelOptions(long_side=args.long_side, batch_size=args.batch_size, workers=args.workers, device="cpu")
     out = args.out / f"{args.teacher.stem}-{args.long_side}"
-    pseudo_label(val_manifest(eg1800, out / "val.csv"), args.teacher, out / "val", options)
+    pseudo_label(photo_manifest(eg1800, out / "val.csv", "val"), args.teacher, out / "val", options)
     pseudo_label(eg1800 / "raw" / "images", args.teacher, out / "raw", options)
     frames = {"EG1800 val (600x800 crops)": scored(out / "val", eg1800 / "masks", None),
               "EG1800 raw photos (inside crop box)": scored(out / "raw", eg1800 / "raw" / "masks", 128)}
+    if args.train_photos:
+        pseudo_label(photo_manifest(eg1800, out / "train.csv", "train", args.train_photos), args.teacher,
+                     out / "train", options)
+        frames[f"EG1800 train, {args.train_photos} photos (teacher saw them)"] = scored(out / "train",
+                                                                                         eg1800 / "masks", None)
     for name, frame in frames.items():
         report(name, frame, args.threshold)
     plot(frames, args.threshold, out / "priority_vs_iou.png")
-    for name, frame in zip(("val", "raw"), frames.values()):
+    for name, frame in zip(("val", "raw", "train"), frames.values()):
         frame.to_csv(out / f"{name}_scored.csv", index=False)
     assert not any(math.isnan(v) for v in frames["EG1800 val (600x800 crops)"]["iou"])
 

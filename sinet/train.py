@@ -270,22 +270,24 @@ class ValidationSet:
 @torch.inference_mode()
 def validate(model: nn.Module, data: ValidationSet, criterion: BoundaryAwareLoss, device: torch.device,
              batch_size: int = 32) -> dict[str, float]:
-    """Loss and the official figures (``iou`` per-image foreground IoU, ``miou``, ``boundary_f1``; ×100)
-    at the label resolution of the stage (28² with a 5×5 band in stage 1, as the official code)."""
+    """Loss terms (``loss`` whole image, ``band_loss``) and the official figures (``iou``: per-image foreground
+    IoU; ``miou``; ``boundary_f1``; ×100) at the stage's label resolution (28² and a 5×5 band in stage 1)."""
     was_training = model.training
     model.eval()
-    board, loss_sum = ScoreBoard(band_kernel=criterion.band_kernel), 0.0
+    board, whole, band = ScoreBoard(band_kernel=criterion.band_kernel), 0.0, 0.0
     for start in range(0, len(data), batch_size):
         images = data.images[start:start + batch_size].to(device)
-        labels = data.labels[start:start + batch_size]
+        labels = data.labels[start:start + batch_size].to(device)
         with autocast(device):
             logits = model(images)
-        logits = logits.float().cpu()
-        loss_sum += criterion(logits, labels).item() * len(labels)
-        for key, pred, gt in zip(data.ids[start:], logits.argmax(1).numpy(), labels.numpy()):
+        terms = criterion.terms(logits, labels)
+        whole += terms[0].item() * len(labels)
+        band += terms[1].item() * len(labels)
+        for key, pred, gt in zip(data.ids[start:], logits.argmax(1).cpu().numpy(), labels.cpu().numpy()):
             board.add(key, pred, gt)
     model.train(was_training)
-    return {"loss": loss_sum / max(1, len(data)), **board.summary()}
+    count = max(1, len(data))
+    return {"loss": whole / count, "band_loss": band / count, **board.summary()}
 
 
 # ---- the run ----
@@ -621,7 +623,7 @@ def plot_curves(history: list[dict], path: str | os.PathLike) -> None:
     for stage, rows in frame.groupby("stage"):
         losses.plot(rows["x"], rows["train_loss"], label=f"stage {stage} train (whole image)")
         if "val_loss" in rows:
-            losses.plot(rows["x"], rows["val_loss"], "--", label=f"stage {stage} val (total)")
+            losses.plot(rows["x"], rows["val_loss"], "--", label=f"stage {stage} val (whole image)")
         if "val_iou" in rows:
             scores.plot(rows["x"], rows["val_iou"], label=f"stage {stage} val IoU (official)")
             chosen = rows[rows["selected"].astype(bool)]

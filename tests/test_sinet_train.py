@@ -189,7 +189,8 @@ def test_killed_and_resumed_run_ends_like_an_unbroken_one(tiny_manifest, tmp_pat
 
     history_a, history_b = pd.read_csv(unbroken / "metrics.csv"), pd.read_csv(resumed / "metrics.csv")
     assert list(history_a["stage"]) == [1, 1, 2, 2]
-    columns = ["lr", "train_loss", "train_band_loss", "val_loss", "val_iou", "val_miou", "val_boundary_f1"]
+    columns = ["lr", "train_loss", "train_band_loss", "val_loss", "val_band_loss", "val_iou", "val_miou",
+               "val_boundary_f1"]
     assert history_a[columns].equals(history_b[columns])
     skipped = pd.read_csv(resumed / "skipped.csv")
     assert list(skipped["id"]) == ["eg1800/broken"] and "broken.jpg" in skipped["reason"][0]

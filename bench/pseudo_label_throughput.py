@@ -3,8 +3,8 @@
 Rounds alternate, in one process: the bare forward (``Predictor.probabilities`` on a ready tensor of the
 photos' model shape: no reading, no MTCNN, no resizing back, no signals, no PNGs), then the whole stage on the
 local engine, then on the Ray engine (``ray.init(num_cpus=...)`` once, before timing; actor start-up is
-timed in "overall"; "steady" counts from the first batch's outcomes to the last). Each stage round writes to
-a fresh folder. Medians over rounds, and the ratios to the bare forward's median. Run it with
+timed in "overall"; "steady" counts from the first batch's outcomes to the last — for Ray an upper bound, as
+outputs reach the driver in blocks). Each stage round writes to a fresh folder. Medians over rounds, and the ratios to the bare forward's median. Run it with
 and without ``--no-flip``: with the mirror pass the bare forward also runs on the mirrored batch.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/pseudo_label_throughput.py --teacher runs/teacher/mnv2-256.pt
@@ -45,6 +45,7 @@ def bare_forward(predictor: Predictor, photos: list[Path], long_side: int, batch
     """Images per second of the model alone on batches shaped like the photos' model inputs."""
     resized = [resize_for_model(read_image(p), long_side) for p in photos]
     batches = [predictor.batch_tensor(resized[i:i + batch_size]) for i in range(0, len(resized), batch_size)]
+    predictor.probabilities(batches[0], mirror)  # warm-up: first call of a shape builds kernels
     started = time.perf_counter()
     for batch in batches:
         predictor.probabilities(batch, mirror)

@@ -80,9 +80,10 @@ def _score_table(title: str, rows: dict[str, dict]) -> Table:
 
 @app.command("train")
 def train_command(
-    manifest: Annotated[list[Path], typer.Option(help="Training manifest(s); repeat to combine.")],
     out: Annotated[Path, typer.Option(help="Run folder: last.pt, stage1_best.pt, best.pt, metrics.csv, "
                                            "curves.png.")],
+    manifest: Annotated[Optional[list[Path]], typer.Option(help="Training manifest(s); repeat to combine "
+                                                                "(not needed with --resume).")] = None,
     val_manifest: Annotated[Optional[list[Path]], typer.Option(help="Validation manifest(s) "
                                                                     "(default: the training ones).")] = None,
     split: Annotated[str, typer.Option(help="Training split.")] = "train",
@@ -108,7 +109,8 @@ def train_command(
     rotation: Annotated[float, typer.Option(help="Augmentation: rotations within ± this many degrees.")] = 45.0,
     seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
-    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (1 is fastest on a busy machine).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (1 is fastest on a busy machine; "
+                                                        "a resumed run keeps its own unless given).")] = None,
     device: Annotated[str, typer.Option(help="auto (cuda, mps, cpu) or a torch device.")] = "auto",
     amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
     compile_model: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the training "
@@ -124,8 +126,10 @@ def train_command(
     from sinet.train import TrainConfig, train
     from sinet.transforms import AugmentationConfig
 
+    if not manifest and not resume:
+        raise fail("--manifest is required (unless --resume)")
     config = TrainConfig(
-        manifests=[str(m) for m in manifest], out=str(out),
+        manifests=[str(m) for m in manifest or []], out=str(out),
         val_manifests=[str(m) for m in val_manifest] if val_manifest else None, split=split, val_split=val_split,
         stages=tuple(stage or (1, 2)), encoder=str(encoder) if encoder else None,
         stage1_epochs=stage1_epochs, stage2_epochs=stage2_epochs, stage1_batch=stage1_batch,

@@ -175,7 +175,7 @@ def test_killed_and_resumed_run_ends_like_an_unbroken_one(tiny_manifest, tmp_pat
     state = load_checkpoint(resumed / "last.pt")["extra"]
     assert (state["stage"], state["epoch"], state["step"], state["global_step"]) == (1, 1, 2, 5)
     assert not (resumed / "best.pt").exists()
-    finished = _cli("train", "--manifest", str(tiny_manifest), "--out", str(resumed), "--resume", "--workers", "1")
+    finished = _cli("train", "--out", str(resumed), "--resume", "--workers", "1")
     assert finished.returncode == 0, finished.stderr
 
     a, b = load_checkpoint(unbroken / "last.pt"), load_checkpoint(resumed / "last.pt")

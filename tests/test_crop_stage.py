@@ -28,7 +28,7 @@ from pipeline.crop.faces import FaceDetector
 from pipeline.crop.rules import COVERAGE_TOO_LARGE, COVERAGE_TOO_SMALL, SelectionRules
 from pipeline.crop.stage import CropSettings, crop_photo, run
 from pipeline.imageio import read_image, read_mask
-from pipeline.manifest import read_manifest, validate
+from pipeline.manifest import new_rows, read_manifest, validate, write_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -241,3 +241,28 @@ def test_sigkill_midway_then_rerun_gives_the_unbroken_manifest(crops, inputs):
     assert (out / "manifest.csv").read_bytes() == (crops / "manifest.csv").read_bytes()
     assert (out / "skipped.csv").read_bytes() == (crops / "skipped.csv").read_bytes()
     assert read_image(out / "sheet.png").shape[0] >= 200
+
+
+def test_manifest_input_gives_the_same_crop_as_folders(crops, inputs, tmp_path):
+    rows = [{"id": "folder/0042", "image": str(inputs / "images" / "0042.jpg"), "mask": str(inputs / "masks" / "0042.png"),
+             "source": "folder", "split": "train", "status": "accepted"},
+            {"id": "folder/nomask", "image": str(inputs / "images" / "nomask.jpg"), "mask": "",
+             "source": "folder", "split": "unlabeled", "status": "pending"}]
+    frame = new_rows(rows)
+    frame[["image", "mask"]] = frame[["image", "mask"]].map(lambda p: os.path.relpath(p, tmp_path) if p else "")
+    write_manifest(frame, tmp_path / "input.csv")
+    result = CliRunner().invoke(app, ["crop-baidu", "--manifest", str(tmp_path / "input.csv"),
+                                      "--out", str(tmp_path / "out")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    made = read_manifest(tmp_path / "out" / "manifest.csv").frame
+    unbroken = read_manifest(crops / "manifest.csv").frame.set_index("id")
+    assert list(made["id"]) == ["baidu_crop/0042-f0"]
+    columns = ["crop_x0", "crop_y0", "crop_x1", "crop_y1", "face_x0", "face_y0", "face_x1", "face_y1"]
+    assert made.set_index("id").loc["baidu_crop/0042-f0", columns].tolist() == \
+        unbroken.loc["baidu_crop/0042-f0", columns].tolist()
+    assert reasons(tmp_path / "out", "nomask") == {"missing_mask"}
+
+
+def test_command_needs_folders_or_a_manifest(tmp_path):
+    result = CliRunner().invoke(app, ["crop-baidu", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "--manifest" in result.output

@@ -39,9 +39,11 @@ def _thresholds(text: str) -> tuple[float, float, float]:
 
 
 def crop_baidu(
-    images_dir: Annotated[Path, typer.Argument(help="Folder of photos.")],
-    masks_dir: Annotated[Path, typer.Argument(help="Folder of person masks with the photos' stems.")],
     out: Annotated[Path, typer.Option(help="Output folder: images/, masks/, manifest.csv, skipped.csv.")],
+    images_dir: Annotated[Optional[Path], typer.Argument(help="Folder of photos.")] = None,
+    masks_dir: Annotated[Optional[Path], typer.Argument(help="Folder of person masks with the photos' stems.")] = None,
+    manifest: Annotated[Optional[Path], typer.Option(help="Take photos and masks from this manifest instead "
+                                                          "of IMAGES_DIR and MASKS_DIR.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Processes, each with its own MTCNN.")] = 1,
     threads: Annotated[int, typer.Option(min=1, help="Torch threads per worker.")] = 1,
     size: Annotated[str, typer.Option(help="Output size WIDTHxHEIGHT (EG1800-like).")] = "600x800",
@@ -81,6 +83,8 @@ def crop_baidu(
     """Crop EG1800-like 3:4 portraits around detected faces from full-body photos and their masks."""
     from pipeline.cli import fail
 
+    if (manifest is None) == (images_dir is None or masks_dir is None):
+        raise fail("give either IMAGES_DIR and MASKS_DIR or --manifest")
     try:
         settings = CropSettings(
             framing=FramingRule(face_width_share=face_width_share, widest_face_share=widest_face_share,
@@ -92,14 +96,15 @@ def crop_baidu(
             detector=DetectorSettings(max_side=detect_side, thresholds=_thresholds(thresholds),
                                       min_face_size=detect_min_face),
             output_size=None if native_size else _size(size), unknown_value=unknown_value)
-        summary = run(images_dir, masks_dir, out, settings, workers=workers, threads=threads)
-    except (FileNotFoundError, ValueError) as error:
+        source = mf.load(manifest) if manifest is not None else None
+        summary = run(images_dir, masks_dir, out, settings, workers=workers, threads=threads, manifest=source)
+    except (FileNotFoundError, ValueError, mf.ManifestError) as error:
         raise fail(str(error))
-    manifest = mf.read_manifest(summary.manifest)
-    photos = manifest.frame["origin_stem"].nunique() if len(manifest) else 0
+    crops = mf.read_manifest(summary.manifest)
+    photos = crops.frame["origin_stem"].nunique() if len(crops) else 0
     Console(stderr=True).print(f"crop-baidu: {summary.rows} crops from {photos} of {summary.planned} photos")
-    if preview is not None and len(manifest):
-        shown = write_contact_sheet(manifest, preview, count=preview_count)
+    if preview is not None and len(crops):
+        shown = write_contact_sheet(crops, preview, count=preview_count)
         Console(stderr=True).print(f"contact sheet of {shown} crops: {preview}")
 
 

@@ -22,6 +22,7 @@ from pipeline.crop.framing import CropBox, FramingRule, frame_face
 from pipeline.crop.rules import (NO_FACE, PHOTO_TOO_SMALL, Rejection, SelectionRules, check_coverage, check_face,
                                  check_mask, person_share)
 from pipeline.imageio import list_photos, read_image, read_mask, write_jpeg, write_mask
+from pipeline.manifest import Manifest
 from pipeline.stage import Outcome, StageSummary, map_items, run_stage
 
 SOURCE = "baidu_crop"
@@ -175,6 +176,12 @@ def plan_items(images_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> l
             for photo in list_photos(images_dir)]
 
 
+def plan_manifest_items(manifest: Manifest) -> list[tuple[str, tuple]]:
+    """One item per manifest row, keyed by its photo's stem, with its mask (or None when the row has none)."""
+    return [(image.stem, (image.stem, str(image), str(mask) if mask is not None else None))
+            for image, mask in zip(manifest.paths("image"), manifest.paths("mask")) if image is not None]
+
+
 def claim_folder(out_dir: Path, settings: CropSettings) -> None:
     """Record the settings in ``out_dir/settings.json``; refuse a folder an earlier run filled with others,
     since resuming it would mix two framings in one manifest."""
@@ -186,21 +193,24 @@ def claim_folder(out_dir: Path, settings: CropSettings) -> None:
     write_text_atomic(recorded, wanted)
 
 
-def run(images_dir: str | os.PathLike, masks_dir: str | os.PathLike, out_dir: str | os.PathLike,
-        settings: CropSettings = CropSettings(), workers: int = 1, threads: int = 1) -> StageSummary:
-    """Crop every photo of ``images_dir`` (masks by stem from ``masks_dir``) into ``out_dir``, resumably.
+def run(images_dir: str | os.PathLike | None, masks_dir: str | os.PathLike | None, out_dir: str | os.PathLike,
+        settings: CropSettings = CropSettings(), workers: int = 1, threads: int = 1,
+        manifest: Manifest | None = None) -> StageSummary:
+    """Crop every photo of ``images_dir`` (masks by stem from ``masks_dir``), or of ``manifest``, into ``out_dir``,
+    resumably.
 
     Args:
-        images_dir: folder of photos.
-        masks_dir: folder of masks with the photos' stems.
+        images_dir: folder of photos (None when ``manifest`` is given).
+        masks_dir: folder of masks with the photos' stems (None when ``manifest`` is given).
         out_dir: gets images/, masks/, manifest.csv, skipped.csv and the journal.
         settings: framing, rules, detector and output size.
         workers: processes; each loads MTCNN once.
         threads: torch threads per worker. One is best here: MTCNN's small convolutions gain little from more,
             and on a busy machine extra threads spin against each other (see docs/crop-baidu.md).
+        manifest: photos and masks as manifest rows instead of folders (keys are the photos' stems).
     """
     out_dir = Path(out_dir).resolve()
-    items = plan_items(images_dir, masks_dir)
+    items = plan_manifest_items(manifest) if manifest is not None else plan_items(images_dir, masks_dir)
     claim_folder(out_dir, settings)
     for folder in (out_dir / "images", out_dir / "masks"):
         remove_leftovers(folder)  # temporaries of a run killed mid-write

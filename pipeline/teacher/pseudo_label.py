@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from pipeline import manifest as mf
 from pipeline.imageio import ImageReadError, list_photos, read_image, write_mask, write_png
 from pipeline.stage import ERROR_REASON, Outcome, StageSummary, claim_folder, run_stage
 from pipeline.teacher.checkpoint import load_teacher
-from pipeline.teacher.inference import Predictor, resize_for_model
+from pipeline.teacher.inference import Prediction, Predictor, resize_for_model
 from pipeline.teacher.signals import quality_signals
 from pipeline.torch_utils import pick_device
 
@@ -172,16 +173,26 @@ class Labeler:
         self.options = options
 
     def __call__(self, batch: Sequence[LoadedPhoto]) -> list[Outcome]:
+        skipped, predicted = self.predict(batch)
+        return skipped + self.finish_all(predicted)
+
+    def predict(self, batch: Sequence[LoadedPhoto]) -> tuple[list[Outcome], list[tuple[LoadedPhoto, Prediction]]]:
+        """The model half: skips for photos the loader refused, predictions for the others."""
         ready = [photo for photo in batch if photo.skip is None]
-        outcomes = [Outcome.skipped(p.key, *p.skip) for p in batch if p.skip is not None]
-        if ready:
-            predictions = self.predictor.predict([p.resized for p in ready], [p.size for p in ready],
-                                                 self.options.mirror)
-            for photo, prediction in zip(ready, predictions):
-                try:
-                    outcomes.append(self.finish(photo, prediction.prob, prediction.mirrored))
-                except Exception as error:  # one bad item must not end the run
-                    outcomes.append(Outcome.skipped(photo.key, ERROR_REASON, f"{type(error).__name__}: {error}"))
+        skipped = [Outcome.skipped(p.key, *p.skip) for p in batch if p.skip is not None]
+        if not ready:
+            return skipped, []
+        predictions = self.predictor.predict([p.resized for p in ready], [p.size for p in ready], self.options.mirror)
+        return skipped, list(zip(ready, predictions))
+
+    def finish_all(self, predicted: Sequence[tuple[LoadedPhoto, Prediction]]) -> list[Outcome]:
+        """The CPU half: :meth:`finish` each prediction, an error becoming that photo's recorded skip."""
+        outcomes = []
+        for photo, prediction in predicted:
+            try:
+                outcomes.append(self.finish(photo, prediction.prob, prediction.mirrored))
+            except Exception as error:  # one bad item must not end the run
+                outcomes.append(Outcome.skipped(photo.key, ERROR_REASON, f"{type(error).__name__}: {error}"))
         return outcomes
 
     def finish(self, photo: LoadedPhoto, prob: np.ndarray, mirrored: np.ndarray | None) -> Outcome:
@@ -228,12 +239,22 @@ def _single_thread_worker(_: int) -> None:
 
 
 def run_local(labeler: Labeler, items: Sequence[tuple[str, PhotoItem]], options: LabelOptions) -> Iterator[Outcome]:
-    """The local engine: a DataLoader with ``options.workers`` processes feeding ``labeler`` batch by batch."""
+    """The local engine: ``options.workers`` DataLoader processes load photos; the main thread runs the model
+    on batch k+1 while a second thread computes signals and writes the files of batch k (cv2, NumPy, zlib and
+    torch release the GIL), so the model rarely waits."""
     loader = DataLoader(_PhotoDataset(items, options), batch_size=options.batch_size, num_workers=options.workers,
                         collate_fn=_as_list, worker_init_fn=_single_thread_worker,
                         prefetch_factor=4 if options.workers else None)
-    for batch in loader:
-        yield from labeler(batch)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        finishing: Future | None = None
+        for batch in loader:
+            skipped, predicted = labeler.predict(batch)
+            yield from skipped
+            if finishing is not None:
+                yield from finishing.result()
+            finishing = pool.submit(labeler.finish_all, predicted)
+        if finishing is not None:
+            yield from finishing.result()
 
 
 def pseudo_label(source: str | os.PathLike, teacher: str | os.PathLike, out_dir: str | os.PathLike,

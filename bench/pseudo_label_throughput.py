@@ -103,23 +103,25 @@ def main() -> None:
         import ray
 
         ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False)
-    results: dict[str, list[float]] = {"bare": [], **{f"{e} {k}": [] for e in engines for k in ("overall", "steady")}}
+    speeds: dict[str, list[float]] = {"bare": []}
+    ratios: dict[str, list[float]] = {}
     for round_index in range(args.rounds):
         for engine in engines:
             bare = bare_forward(predictor, photos, args.long_side, args.batch_size, args.flip)
             overall, steady = stage(folder, args.teacher, args.out / f"{engine}-{round_index}", options, engine)
-            results["bare"].append(bare)
-            results[f"{engine} overall"].append(overall)
-            results[f"{engine} steady"].append(steady)
+            speeds["bare"].append(bare)
+            for kind, speed in (("overall", overall), ("steady", steady)):
+                speeds.setdefault(f"{engine} {kind}", []).append(speed)
+                ratios.setdefault(f"{engine} {kind}", []).append(speed / bare)
             print(f"round {round_index + 1} {engine}: bare forward {bare:.3f} img/s, stage {overall:.3f} img/s "
                   f"overall, {steady:.3f} img/s steady; ratios {overall / bare:.2f}, {steady / bare:.2f}", flush=True)
     shape = resize_for_model(np.zeros((800, 600, 3), np.uint8), args.long_side).shape[:2]
     print(f"\n{len(photos)} photos, batch {args.batch_size}, model input {shape[0]}x{shape[1]} "
           f"({teacher.config.encoder}), flip {'on' if args.flip else 'off'}, {args.threads} torch thread(s), "
           f"{args.workers} loader(s), {args.rounds} rounds")
-    bare = statistics.median(results["bare"])
-    for name, values in results.items():
-        ratio = "" if name == "bare" else f", {statistics.median(values) / bare:.2f}x the bare forward (target >= 0.9)"
+    for name, values in speeds.items():
+        ratio = (f", median ratio to the bare forward of its round {statistics.median(ratios[name]):.2f} "
+                 "(target >= 0.9)" if name in ratios else "")
         print(f"  {name:>14}: median {statistics.median(values):.3f} img/s{ratio}")
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def test_rows_files_and_skips(labelled, teacher, photos):
         soft = np.asarray(Image.open(manifest.path(row["soft_mask"])))
         assert mask.shape == soft.shape == photo.shape[:2] == (row["height"], row["width"]), stem
         assert np.array_equal(mask == 1, soft > 127.5), "the mask is the thresholded soft map"
-        assert row["foreground_share"] == pytest.approx(sg.foreground_share(mask == 1), abs=0.05)
+        assert row["foreground_share"] == pytest.approx(sg.foreground_share(mask == 1), abs=1e-6)
         assert 0 <= row["priority"] <= 1 and 0.5 <= row["mean_confidence"] <= 1
         assert 0 <= row["uncertain_share"] <= 1 and 0 <= row["flip_agreement"] <= 1
         assert row["components"] >= 0 and (math.isnan(row["face_in_mask"]) or 0 <= row["face_in_mask"] <= 1)
@@ -103,7 +103,9 @@ def test_signals_as_functions_of_the_probability_map():
     outside = sg.quality_signals(crisp, crisp, (0, 0, 15, 15))  # the face is not in the person mask
     assert outside["face_in_mask"] == 0.0 and outside["priority"] > 0.4
     shifted = np.roll(crisp, 20, axis=1)  # the mirror pass disagrees
-    assert sg.quality_signals(crisp, shifted)["flip_agreement"] == pytest.approx(20 / 60)
+    disagreeing = sg.quality_signals(crisp, shifted)
+    assert disagreeing["flip_agreement"] == pytest.approx(20 / 60)
+    assert disagreeing["uncertain_share"] == pytest.approx(70 * 40 / 8000), "signals describe the mean of both maps"
     two = crisp.copy()
     two[0:5, 0:5] = 1.0  # a speck below 1% of the area does not count
     two[92:100, 65:80] = 1.0

@@ -30,7 +30,7 @@ from pipeline.imageio import ImageReadError, list_photos, read_image, write_mask
 from pipeline.stage import ERROR_REASON, Outcome, StageSummary, claim_folder, run_stage
 from pipeline.teacher.checkpoint import load_teacher
 from pipeline.teacher.inference import Prediction, Predictor, resize_for_model
-from pipeline.teacher.signals import quality_signals
+from pipeline.teacher.signals import merged, quality_signals
 from pipeline.torch_utils import pick_device
 
 CARRIED = ("origin", "origin_stem", "crop_x0", "crop_y0", "crop_x1", "crop_y1", "face_x0", "face_y0", "face_x1",
@@ -198,8 +198,7 @@ class Labeler:
     def finish(self, photo: LoadedPhoto, prob: np.ndarray, mirrored: np.ndarray | None) -> Outcome:
         """Signals, files and the manifest row of one predicted photo."""
         signals = quality_signals(prob, mirrored, photo.face)
-        if mirrored is not None:  # flip test-time augmentation: the mask comes from the mean of both passes
-            prob = (prob + mirrored) / 2
+        prob = merged(prob, mirrored)  # flip test-time augmentation: the mask comes from both passes
         name = output_name(photo.key)
         mask_path = self.out_dir / "masks" / f"{name}.png"
         write_mask(mask_path, (prob > 0.5).astype(np.uint8))

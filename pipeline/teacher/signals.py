@@ -110,20 +110,28 @@ def quality_signals(prob: np.ndarray, mirrored: np.ndarray | None = None,
     """Every signal and the priority for one prediction.
 
     Args:
-        prob: person probability per pixel (H x W, float in [0, 1]) — the mask is ``prob > 0.5``.
-        mirrored: the mirror image's prediction flipped back, or None when it was not run (no flip signal).
+        prob: the photo's person probability per pixel (H x W, float in [0, 1]).
+        mirrored: the mirror image's prediction flipped back, or None when it was not run. When given, the
+            signals describe the mean of both maps (the delivered mask, flip test-time augmentation) and
+            ``flip_agreement`` compares the two; otherwise ``flip_agreement`` is NaN.
         face_box: the largest detected face ``(x0, y0, x1, y1)`` in the same pixels, or None.
     """
-    mask = prob > 0.5
+    final = merged(prob, mirrored)
+    mask = final > 0.5
     signals = {
-        "mean_confidence": mean_confidence(prob),
-        "uncertain_share": uncertain_share(prob),
+        "mean_confidence": mean_confidence(final),
+        "uncertain_share": uncertain_share(final),
         "foreground_share": foreground_share(mask),
         "components": components(mask),
-        "boundary_sharpness": boundary_sharpness(prob, mask),
-        "flip_agreement": mask_iou(mask, mirrored > 0.5) if mirrored is not None else float("nan"),
+        "boundary_sharpness": boundary_sharpness(final, mask),
+        "flip_agreement": mask_iou(prob > 0.5, mirrored > 0.5) if mirrored is not None else float("nan"),
         "face_in_mask": face_in_mask(mask, face_box),
-        "expected_iou": expected_iou(prob),
+        "expected_iou": expected_iou(final),
     }
     signals["priority"] = priority(signals)
     return signals
+
+
+def merged(prob: np.ndarray, mirrored: np.ndarray | None) -> np.ndarray:
+    """The delivered probability map: the mean of the photo's and the mirror image's, or the photo's alone."""
+    return prob if mirrored is None else (prob + mirrored) / 2

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -21,8 +22,8 @@ from sinet.checkpoint import load_checkpoint, load_model
 from sinet.data import EpochSampler, SegmentationDataset, manifest_samples
 from sinet.model import SINet, SINetEncoder
 from sinet.preprocess import IMAGENET
-from sinet.train import (KILL_HOOK, TrainConfig, make_optimizer, milestones, parameter_groups, step_schedule,
-                         train, training_throughput)
+from sinet.train import (KILL_HOOK, Distributed, Trainer, TrainConfig, make_optimizer, milestones, parameter_groups,
+                         step_schedule, train, training_throughput)
 from sinet.transforms import (AugmentationConfig, PilSharpness, PortraitWarp, downsample_labels, seed_transform,
                               train_transform, warp_matrix)
 
@@ -202,3 +203,24 @@ def test_killed_and_resumed_run_ends_like_an_unbroken_one(tiny_manifest, tmp_pat
 
 def test_throughput_runs_real_photos_through_the_real_pipeline(tiny_manifest):
     assert training_throughput(tiny_manifest, stage=1, batches=1, workers=0, batch_size=2, threads=1) > 0
+
+
+def test_time_budget_fits_epochs_to_the_pace_until_the_first_milestone():
+    config = TrainConfig(manifests=[], out="", time_budget=10, stage1_share=0.5)  # 300 s per stage
+    optimizer, scheduler = make_optimizer(SINetEncoder(), config, 300)
+    planner = SimpleNamespace(config=config, scheduler=scheduler, stage=1, dist=Distributed(),
+                              state={"stage": 1, "epoch": 1, "planned_epochs": 300, "stage_seconds": 100.0,
+                                     "run_seconds": 100.0, "last_epoch_seconds": 30.0})
+    Trainer._plan_epochs(planner)  # the first epoch was slow (start-up); the pace is the last epoch's 30 s
+    assert planner.state["planned_epochs"] == 1 + (300 - 100) // 30
+    assert sorted(scheduler.milestones) == milestones(7, config.lr_milestones)
+    planner.state.update(epoch=4, stage_seconds=190.0, last_epoch_seconds=10.0)
+    Trainer._plan_epochs(planner)  # the LR has been cut at epoch 4: the plan stays
+    assert planner.state["planned_epochs"] == 7
+    # stage 2 gets what stage 1 left of the whole budget: 600 - (400 - 50) s
+    optimizer, scheduler = make_optimizer(SINet(), config, 300)
+    planner = SimpleNamespace(config=config, scheduler=scheduler, stage=2, dist=Distributed(),
+                              state={"stage": 2, "epoch": 1, "planned_epochs": 300, "stage_seconds": 50.0,
+                                     "run_seconds": 400.0, "last_epoch_seconds": 50.0})
+    Trainer._plan_epochs(planner)
+    assert planner.state["planned_epochs"] == 1 + (250 - 50) // 50

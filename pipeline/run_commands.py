@@ -41,17 +41,21 @@ def print_outputs(console: Console, config) -> None:
 
 
 def run_command(
-    config_path: Annotated[Path, typer.Argument(metavar="CONFIG", help="Run config (TOML), e.g. configs/quickstart.toml.")],
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG",
+                                                help="Run config (TOML), e.g. configs/quickstart.toml.")],
     auto_accept: Annotated[Optional[float], typer.Option(
         help="Unattended run: accept items whose priority is at most this (reviewer 'auto', the reason states the "
-             "threshold); items above it stay queued for people. Overrides auto_accept in the config (review table).")
+             "threshold); items above it stay queued for people. Overrides auto_accept in the config "
+             "(review table).")
     ] = None,
     teacher: Annotated[Optional[Path], typer.Option(help="Use this teacher checkpoint instead of the config's "
                                                          "(no teacher training).")] = None,
     stop_after: Annotated[Optional[str], typer.Option(help="Stop after this step (e.g. fullbody-crop).")] = None,
     force: Annotated[bool, typer.Option(help="Rerun every step, even the current ones.")] = False,
 ) -> None:
-    """Photos → crop-baidu → teacher → pseudo-label → review → export → sinet train → sinet eval, skipping current steps."""
+    """Photos → crop-baidu → teacher → pseudo-label → review → export → sinet train → sinet eval.
+
+    Each step is skipped when its outputs are current; one summary at the end."""
     from pipeline.cli import fail
     from pipeline.run import Runner, RunError, WaitingForReview, subprocess_env
     from pipeline.run_plan import load_config, plan

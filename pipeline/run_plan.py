@@ -118,8 +118,8 @@ def _table(data: dict, key: str) -> dict:
 
 def load_config(path: str | os.PathLike, auto_accept: float | None = None,
                 teacher_override: Path | None = None) -> RunConfig:
-    """Read and check a run config; ``auto_accept`` and ``teacher_override`` (from the command line) override the config's
-    threshold and teacher (a given checkpoint replaces the teacher training)."""
+    """Read and check a run config; ``auto_accept`` and ``teacher_override`` (from the command line) override
+    the config's threshold and teacher (a given checkpoint replaces the teacher training)."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())

@@ -51,7 +51,14 @@ workers = 0
 [sinet]
 val = "curated"
 val_split = "train"
-options = {{ stage1-epochs = 1, stage2-epochs = 1, stage1-batch = 2, stage2-batch = 2, size = 64, workers = 0, threads = 1 }}
+[sinet.options]
+stage1-epochs = 1
+stage2-epochs = 1
+stage1-batch = 2
+stage2-batch = 2
+size = 64
+workers = 0
+threads = 1
 """)
     first = run(config, "--auto-accept", "0.5")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]

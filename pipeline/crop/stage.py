@@ -212,7 +212,7 @@ def run(images_dir: str | os.PathLike | None, masks_dir: str | os.PathLike | Non
     out_dir = Path(out_dir).resolve()
     items = plan_manifest_items(manifest) if manifest is not None else plan_items(images_dir, masks_dir)
     claim_folder(out_dir, settings)
-    for folder in (out_dir / "images", out_dir / "masks"):
+    for folder in (out_dir, out_dir / "images", out_dir / "masks"):
         remove_leftovers(folder)  # temporaries of a run killed mid-write
 
     def execute(pending: list[tuple[str, tuple]]):

@@ -67,7 +67,8 @@ def pseudo_label_command(
     workers: Annotated[int, typer.Option(help="Loader processes (local) or loading actors (ray).")] = 2,
     engine: Annotated[str, typer.Option(help="'local' (DataLoader) or 'ray' (Ray Data actor pool).")] = "local",
     actors: Annotated[int, typer.Option(help="Ray: model actors.")] = 1,
-    gpus_per_actor: Annotated[float, typer.Option(help="Ray: GPUs per model actor (0 on CPU machines).")] = 0.0,
+    gpus_per_actor: Annotated[Optional[float], typer.Option(help="Ray: GPUs per model actor (default: 1 where the "
+                                                                 "cluster has GPUs, else 0).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
 ) -> None:
     """Predict a mask for every photo with quality signals and a review priority; resumable."""

@@ -258,7 +258,7 @@ def run_local(labeler: Labeler, items: Sequence[tuple[str, PhotoItem]], options:
 
 def pseudo_label(source: str | os.PathLike, teacher: str | os.PathLike, out_dir: str | os.PathLike,
                  options: LabelOptions = LabelOptions(), engine: str = "local", actors: int = 1,
-                 gpus_per_actor: float = 0.0) -> StageSummary:
+                 gpus_per_actor: float | None = None) -> StageSummary:
     """Pseudo-label a folder or manifest of photos into ``out_dir`` (resumable).
 
     Args:
@@ -268,7 +268,7 @@ def pseudo_label(source: str | os.PathLike, teacher: str | os.PathLike, out_dir:
         options: see :class:`LabelOptions`.
         engine: ``local`` or ``ray``.
         actors: Ray model actors.
-        gpus_per_actor: Ray GPUs per model actor.
+        gpus_per_actor: Ray GPUs per model actor (None: one where the cluster has GPUs).
 
     Raises:
         CheckpointError: the teacher cannot be loaded (checked before any photo is read).

@@ -52,7 +52,7 @@ def _plain(value):
 
 
 def run_ray(teacher: str | os.PathLike, out_dir: str | os.PathLike, items: Sequence[tuple[str, PhotoItem]],
-            options: LabelOptions, actors: int = 1, gpus_per_actor: float = 0.0) -> Iterator[Outcome]:
+            options: LabelOptions, actors: int = 1, gpus_per_actor: float | None = None) -> Iterator[Outcome]:
     """Yield one outcome per item, computed by Ray Data actors (see the module docstring).
 
     Args:
@@ -61,12 +61,14 @@ def run_ray(teacher: str | os.PathLike, out_dir: str | os.PathLike, items: Seque
         items: pending ``(key, item)`` pairs.
         options: batch size, resize, signals; ``options.workers`` loading actors.
         actors: model actors.
-        gpus_per_actor: GPUs reserved per model actor.
+        gpus_per_actor: GPUs reserved per model actor; None = one where the cluster has GPUs, else none.
     """
     import ray
 
     if not ray.is_initialized():
         ray.init(ignore_reinit_error=True, log_to_driver=False)
+    if gpus_per_actor is None:
+        gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     dataset = ray.data.from_items([{"key": key, "item": pickle.dumps(item)} for key, item in items],
                                   override_num_blocks=max(1, min(len(items) // max(1, options.batch_size), 64)))
     loaded = dataset.map_batches(_Loader, fn_constructor_args=(options,), batch_size=options.batch_size,

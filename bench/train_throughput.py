@@ -2,8 +2,9 @@
 
 Prints images/s per stage (median over interleaved rounds) from :func:`sinet.train.training_throughput`: full
 optimizer steps (forward, class-weighted boundary loss, backward, Adam) on batches of 36 (stage 1) and 24
-(stage 2). Target: >= 30 img/s in stage 2 with 2 threads; the authors' code does ~21.6 (stage 2) and ~25.7
-(stage 1) on this machine on random tensors.
+(stage 2). Next to it, the same steps on random tensors (no decoding, no augmentation: how the authors' figures
+were taken), so the ratio says what the data pipeline costs even when the machine is busy. Target: >= 30 img/s
+in stage 2 with 2 threads; the authors' code does ~21.6 (stage 2) and ~25.7 (stage 1) here on random tensors.
 
     .venv/bin/pipeline manifest import-eg1800 ../shared/data/eg1800 --out manifests/eg1800.csv
     .venv/bin/python bench/train_throughput.py --manifest manifests/eg1800.csv --threads 2 --workers 1
@@ -14,8 +15,29 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import time
 
-from sinet.train import training_throughput
+import torch
+
+from sinet.loss import BoundaryAwareLoss, class_weights
+from sinet.train import TrainConfig, build_model, make_optimizer, train_step, training_throughput
+
+
+def random_tensor_throughput(stage: int, batches: int, threads: int) -> float:
+    """Images/s of the same training step on random inputs and labels (the authors' way of timing)."""
+    torch.set_num_threads(threads)
+    config = TrainConfig(manifests=[], out="")
+    batch, side = config.batch(stage), 224 // (8 if stage == 1 else 1)
+    model = build_model(stage, 0)
+    optimizer, _ = make_optimizer(model, config, config.epochs(stage))
+    criterion = BoundaryAwareLoss(config.band(stage), config.boundary_weight, class_weights([3, 1]))
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    images, labels = torch.randn(batch, 3, 224, 224), torch.randint(0, 2, (batch, side, side))
+    train_step(model, images, labels, criterion, optimizer, scaler, torch.device("cpu"))
+    started = time.perf_counter()
+    for _ in range(batches):
+        train_step(model, images, labels, criterion, optimizer, scaler, torch.device("cpu"))
+    return batches * batch / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -28,18 +50,21 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also measure with torch.compile")
     args = parser.parse_args()
 
-    variants = [(stage, compiled) for compiled in ([False, True] if args.compile else [False]) for stage in (1, 2)]
-    figures: dict[tuple[int, bool], list[float]] = {variant: [] for variant in variants}
+    variants = [(stage, kind) for stage in (1, 2)
+                for kind in ("real", "random tensors") + (("real, compiled",) if args.compile else ())]
+    figures: dict[tuple[int, str], list[float]] = {variant: [] for variant in variants}
     for _ in range(args.rounds):
-        for stage, compiled in variants:
-            figures[(stage, compiled)].append(training_throughput(
-                args.manifest, stage, batches=args.batches, workers=args.workers, threads=args.threads,
-                compile=compiled))
+        for stage, kind in variants:
+            figures[(stage, kind)].append(
+                random_tensor_throughput(stage, args.batches, args.threads) if kind == "random tensors" else
+                training_throughput(args.manifest, stage, batches=args.batches, workers=args.workers,
+                                    threads=args.threads, compile=kind.endswith("compiled")))
     load = os.getloadavg()[0]
     print(f"training throughput, {args.threads} threads, {args.workers} workers, {args.batches} batches x "
           f"{args.rounds} rounds, load average {load:.1f} on {os.cpu_count()} cores")
-    for (stage, compiled), values in figures.items():
-        print(f"stage {stage}{' compiled' if compiled else ''}: {statistics.median(values):.1f} img/s "
+    for (stage, kind), values in figures.items():
+        ratio = statistics.median(values) / statistics.median(figures[(stage, "random tensors")])
+        print(f"stage {stage} {kind}: {statistics.median(values):.1f} img/s, {ratio:.2f}x random tensors "
               f"(rounds: {', '.join(f'{v:.1f}' for v in values)})")
 
 

@@ -3,8 +3,9 @@
 Rounds alternate, in one process: the bare forward (``Predictor.probabilities`` on a ready tensor of the
 photos' model shape: no reading, no MTCNN, no resizing back, no signals, no PNGs), then the whole stage on the
 local engine, then on the Ray engine (``ray.init(num_cpus=...)`` once, before timing; actor start-up is
-timed in "overall"; "steady" counts from the first batch's outcomes to the last — for Ray an upper bound, as
-outputs reach the driver in blocks). Each stage round writes to a fresh folder. Medians over rounds, and the ratios to the bare forward's median. Run it with
+timed in "overall"; "steady" counts the batches between the first and the last, so start-up and the local
+engine's one-batch overlap at the end are left out — for Ray still an upper bound, as outputs reach the driver in
+blocks). Each stage round writes to a fresh folder. Medians over rounds, and the ratios to the bare forward's median. Run it with
 and without ``--no-flip``: with the mirror pass the bare forward also runs on the mirrored batch.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/pseudo_label_throughput.py --teacher runs/teacher/mnv2-256.pt
@@ -54,7 +55,7 @@ def bare_forward(predictor: Predictor, photos: list[Path], long_side: int, batch
 
 def stage(folder: Path, teacher: Path, out: Path, options: LabelOptions, engine: str) -> tuple[float, float]:
     """Images per second of the whole stage: overall (model loading / actor start-up included) and steady
-    (from the first batch's outcomes to the last, so start-up is left out)."""
+    (the middle batches: between the first batch's outcomes and the last but one batch's)."""
     shutil.rmtree(out, ignore_errors=True)
     items = plan_items(folder)
     stamps: list[float] = []
@@ -71,8 +72,12 @@ def stage(folder: Path, teacher: Path, out: Path, options: LabelOptions, engine:
 
     run_stage(f"pseudo-label ({engine})", items, execute, out)
     overall = len(items) / (stamps[-1] - started)
-    first = min(options.batch_size, len(stamps) - 1)
-    steady = (len(stamps) - 1 - first + 1) / (stamps[-1] - stamps[first - 1]) if len(stamps) > first else overall
+    batch = options.batch_size
+    if len(stamps) < 3 * batch:
+        return overall, overall
+    # photos of the middle batches over the time they took: the first batch carries start-up, and with the local
+    # engine's overlap each batch's outcomes arrive one forward late, so the last batch is left out as well
+    steady = (len(stamps) - 2 * batch) / (stamps[-batch - 1] - stamps[batch - 1])
     return overall, steady
 
 

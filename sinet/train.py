@@ -24,6 +24,7 @@ import math
 import os
 import random
 import signal
+import statistics
 import time
 import warnings
 from collections import Counter
@@ -419,7 +420,7 @@ class Trainer:
             write_text_atomic(self.out / "config.json", json.dumps(self.config.to_dict(), indent=2) + "\n")
         return {"config": self.config.to_dict(), "stage": self.config.stages[0], "epoch": 0, "step": 0,
                 "global_step": 0, "planned_epochs": self.config.epochs(self.config.stages[0]),
-                "stage_seconds": 0.0, "run_seconds": 0.0, "last_epoch_seconds": 0.0, "sums": _zero_sums(),
+                "stage_seconds": 0.0, "run_seconds": 0.0, "epoch_seconds": [], "sums": _zero_sums(),
                 "history": [], "best": {}, "skipped": self.skipped, "pixel_counts": self.pixel_counts,
                 "class_weights": None if self.weights is None else self.weights.tolist()}
 
@@ -492,7 +493,8 @@ class Trainer:
             position = stages.index(self.stage)
             if position + 1 == len(stages):
                 break
-            self.state.update(stage=stages[position + 1], epoch=0, step=0, stage_seconds=0.0, sums=_zero_sums(),
+            self.state.update(stage=stages[position + 1], epoch=0, step=0, stage_seconds=0.0, epoch_seconds=[],
+                              sums=_zero_sums(),
                               planned_epochs=self.config.epochs(stages[position + 1]))
             for key in ("optimizer", "scheduler", "scaler"):
                 self.state.pop(key, None)
@@ -570,7 +572,8 @@ class Trainer:
                             {"stage": stage, "epoch": epoch + 1, "val": scores, "config": config.to_dict()})
         state["history"].append(row)
         self._bank_time(started)
-        state.update(epoch=epoch + 1, step=0, last_epoch_seconds=sums["seconds"], sums=_zero_sums())
+        state["epoch_seconds"].append(sums["seconds"])
+        state.update(epoch=epoch + 1, step=0, sums=_zero_sums())
         self._plan_epochs()
         self._save_state()
         self._write_reports()
@@ -578,18 +581,21 @@ class Trainer:
             console.print(_epoch_line(row, state["planned_epochs"]), soft_wrap=True)
 
     def _plan_epochs(self) -> None:
-        """Under a time budget, fit E to what the stage's share leaves at the last epoch's pace; the plan is
-        revised after every epoch until the first LR milestone is reached, then fixed."""
+        """Under a time budget, fit E to what the stage's share leaves at the median pace of the epochs after
+        the first (which carries start-up costs, e.g. compilation). The plan is made after epoch 2 and revised
+        after every epoch until the scheduler reaches the first LR milestone, then fixed."""
         config, state = self.config, self.state
         next_step = state["epoch"] + 1  # the scheduler's count after the next epoch's step
-        if config.time_budget is None or next_step >= min(self.scheduler.milestones, default=math.inf):
+        if (config.time_budget is None or state["epoch"] < 2
+                or next_step >= min(self.scheduler.milestones, default=math.inf)):
             return
         budget = config.time_budget * 60
         if state["stage"] == config.stages[0] and len(config.stages) > 1:
             budget *= config.stage1_share
         else:
             budget -= state["run_seconds"] - state["stage_seconds"]
-        fits = int((budget - state["stage_seconds"]) // state["last_epoch_seconds"])
+        pace = statistics.median(state["epoch_seconds"][1:])  # the first epoch carries start-up costs
+        fits = int((budget - state["stage_seconds"]) // pace)
         planned = self.dist.broadcast(max(state["epoch"], min(config.epochs(self.stage), state["epoch"] + fits)))
         if planned != state["planned_epochs"]:
             state["planned_epochs"] = planned

@@ -210,17 +210,20 @@ def test_time_budget_fits_epochs_to_the_pace_until_the_first_milestone():
     optimizer, scheduler = make_optimizer(SINetEncoder(), config, 300)
     planner = SimpleNamespace(config=config, scheduler=scheduler, stage=1, dist=Distributed(),
                               state={"stage": 1, "epoch": 1, "planned_epochs": 300, "stage_seconds": 100.0,
-                                     "run_seconds": 100.0, "last_epoch_seconds": 30.0})
-    Trainer._plan_epochs(planner)  # the first epoch was slow (start-up); the pace is the last epoch's 30 s
-    assert planner.state["planned_epochs"] == 1 + (300 - 100) // 30
+                                     "run_seconds": 100.0, "epoch_seconds": [100.0]})
+    Trainer._plan_epochs(planner)
+    assert planner.state["planned_epochs"] == 300  # no plan from the first epoch alone
+    planner.state.update(epoch=2, stage_seconds=130.0, epoch_seconds=[100.0, 30.0])
+    Trainer._plan_epochs(planner)  # the first epoch was slow (start-up): the pace is the later epochs' 30 s
+    assert planner.state["planned_epochs"] == 2 + (300 - 130) // 30
     assert sorted(scheduler.milestones) == milestones(7, config.lr_milestones)
-    planner.state.update(epoch=4, stage_seconds=190.0, last_epoch_seconds=10.0)
+    planner.state.update(epoch=4, stage_seconds=190.0, epoch_seconds=[100.0, 30.0, 30.0, 30.0])
     Trainer._plan_epochs(planner)  # the LR has been cut at epoch 4: the plan stays
     assert planner.state["planned_epochs"] == 7
-    # stage 2 gets what stage 1 left of the whole budget: 600 - (400 - 50) s
+    # stage 2 gets what stage 1 left of the whole budget: 600 - (450 - 100) s
     optimizer, scheduler = make_optimizer(SINet(), config, 300)
     planner = SimpleNamespace(config=config, scheduler=scheduler, stage=2, dist=Distributed(),
-                              state={"stage": 2, "epoch": 1, "planned_epochs": 300, "stage_seconds": 50.0,
-                                     "run_seconds": 400.0, "last_epoch_seconds": 50.0})
+                              state={"stage": 2, "epoch": 2, "planned_epochs": 300, "stage_seconds": 100.0,
+                                     "run_seconds": 450.0, "epoch_seconds": [50.0, 50.0]})
     Trainer._plan_epochs(planner)
-    assert planner.state["planned_epochs"] == 1 + (250 - 50) // 50
+    assert planner.state["planned_epochs"] == 2 + (250 - 100) // 50

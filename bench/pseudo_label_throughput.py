@@ -5,8 +5,9 @@ photos' model shape: no reading, no MTCNN, no resizing back, no signals, no PNGs
 local engine, then on the Ray engine (``ray.init(num_cpus=...)`` once, before timing; actor start-up is
 timed in "overall"; "steady" counts the batches between the first and the last, so start-up and the local
 engine's one-batch overlap at the end are left out — for Ray still an upper bound, as outputs reach the driver in
-blocks). Each stage round writes to a fresh folder. Medians over rounds, and the ratios to the bare forward's median. Run it with
-and without ``--no-flip``: with the mirror pass the bare forward also runs on the mirrored batch.
+blocks). Each stage round writes to a fresh folder. Ratios are to the bare forward of the same round, then the
+median over rounds. Run it with and without ``--no-flip``: with the mirror pass the bare forward also runs on the
+mirrored batch.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/pseudo_label_throughput.py --teacher runs/teacher/mnv2-256.pt
 """

@@ -74,7 +74,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
         if isinstance(payload, Mapping):
             keys = sorted(map(str, payload))
-            kind = f"format {payload['format']!r}" if "format" in payload else f"a dict of {len(keys)} keys like {keys[:3]}"
+            kind = (f"format {payload['format']!r}" if "format" in payload
+                    else f"a dict of {len(keys)} keys like {keys[:3]}")
         else:
             kind = type(payload).__name__
         raise CheckpointError(path, f"not a DeepLabV3+ teacher checkpoint ({FORMAT}); it holds {kind} "

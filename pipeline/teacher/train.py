@@ -146,7 +146,8 @@ def segmentation_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     known = (mask != IGNORE).float()
     target = (mask == 1).float()
     logits = logits[:, 0].float()
-    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * known).sum() / known.sum().clamp(min=1)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    bce = (bce * known).sum() / known.sum().clamp(min=1)
     prob = torch.sigmoid(logits) * known
     dice = 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + (target * known).sum() + 1)
     return bce + dice

@@ -318,10 +318,10 @@ def review_steps(config: RunConfig, manifests: list[Path], after: tuple[str, ...
 
     return [Step("queue", "queue the generated masks for review", [db], action=queue, after=after, owns=[]),
             Step("review", "human review" if config.auto_accept is None else "unattended auto-accept", [db],
-                 action=review, after=("queue",), owns=[],
-                 state=lambda: (config.auto_accept, config.accept_unscored, verdicts())),
-            # after the queue, not the review step: the review step reruns whenever decisions change, and the
-            # export (hence the training) must only rerun when the verdicts it exports do
+                 # a review that stopped to wait stays "running", so it is checked again on every run
+                 action=review, after=("queue",), owns=[], state=lambda: (config.auto_accept, config.accept_unscored)),
+            # after the queue, not the review step: the export (hence the training) reruns exactly when the
+            # verdicts it exports change, whoever made them
             Step("export", "export the accepted items as a training manifest", [config.curated], action=export,
                  after=("queue",), state=lambda: (config.auto_accept, config.accept_unscored, verdicts()))]
 

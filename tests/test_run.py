@@ -178,3 +178,31 @@ def test_unscored_items_wait_when_asked(tmp_path):
     with Store(tmp_path / "review.sqlite", create=True) as store:
         queue_manifests(store, [manifest], root=tmp_path)
         assert auto_accept(store, threshold=0.9, accept_unscored=False) == (2, 1)
+
+
+def test_run_waits_for_people_then_exports_their_decisions(tmp_path):
+    from pipeline.run import WaitingForReview
+    from pipeline.run_plan import RunConfig, review_steps
+
+    out = tmp_path / "out"
+    manifest = demo_manifest(out / "source", [0.1, 0.8, 0.2])
+    config = RunConfig(path=tmp_path / "run.toml", out=out)
+    steps = review_steps(config, [manifest], ())
+    with pytest.raises(WaitingForReview, match="3 items wait for review: `pipeline review --db"):
+        runner(out).run(steps)
+    assert read_record(out, "review")["status"] == "running"
+    with Store(config.review_db) as store:
+        for key, decision in (("pseudo/astronaut", "accept"), ("pseudo/camera", "reject"),
+                              ("pseudo/grace_hopper", "accept")):
+            store.decide("ana", key, decision)
+    results = runner(out).run(steps)
+    assert [r.status for r in results] == ["skipped", "resumed", "ran"]
+    curated = mf.read_manifest(config.curated).frame
+    assert sorted(curated["id"]) == ["pseudo/astronaut", "pseudo/grace_hopper"]
+    assert set(curated["reviewer"]) == {"ana"}
+    assert [r.status for r in runner(out).run(steps)] == ["skipped", "skipped", "skipped"]
+    with Store(config.review_db) as store:  # a changed verdict re-exports, nothing else reruns
+        store.undo("ana")
+        store.decide("ana", "pseudo/grace_hopper", "reject", reason="edge")
+    assert [r.status for r in runner(out).run(steps)] == ["skipped", "skipped", "ran"]
+    assert list(mf.read_manifest(config.curated).frame["id"]) == ["pseudo/astronaut"]

@@ -136,7 +136,7 @@ def budget_line(models: dict[str, dict]) -> str:
                         for m, e in epochs.items()))
 
 
-def write_report(run: Path, docs: Path) -> str:
+def write_report(run: Path, docs: Path, notes: list[str] = ()) -> str:
     models = {model: load_model(run, model) for model in MODELS}
     scores = score_rows(models)
     docs.mkdir(parents=True, exist_ok=True)
@@ -185,7 +185,7 @@ with `priority` ≤ the threshold are accepted as reviewer `auto`, the rest stay
 ## Step times of the run (seconds, this machine, shared with other jobs)
 
 {table(step_times(run))}
-"""
+""" + ("\n## Notes on this run\n\n" + "\n".join(f"- {note}" for note in notes) + "\n" if notes else "")
     write_text_atomic(docs / "experiment.md", text)
     return table(scores)
 
@@ -194,8 +194,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="the experiment's output folder (runs/experiment)")
     parser.add_argument("--docs", type=Path, default=Path("docs"), help="where experiment.md and the PNGs go")
+    parser.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeat)")
     args = parser.parse_args()
-    print(write_report(args.run, args.docs))
+    print(write_report(args.run, args.docs, args.note))
     print(f"wrote {os.path.join(args.docs, 'experiment.md')}")
 
 

@@ -71,6 +71,18 @@ def data_rows(run: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def epoch_rows(models: dict[str, dict]) -> pd.DataFrame:
+    """Validation IoU (EG1800 val, 224) after every epoch of each run, with its training images/s."""
+    rows = []
+    for model, data in models.items():
+        for row in data["metrics"].itertuples(index=False):
+            rows.append({"model": MODELS[model], "stage": row.stage, "epoch": row.epoch,
+                         "val IoU": round(row.val_iou, 2), "val boundary F1": round(row.val_boundary_f1, 2),
+                         "train images/s": round(row.images_per_second, 1),
+                         "train minutes": round(row.train_seconds / 60, 1)})
+    return pd.DataFrame(rows)
+
+
 def step_times(run: Path) -> pd.DataFrame:
     records = [{"step": p.stem, **json.loads(p.read_text())} for p in (run / ".run").glob("*.json")]
     records.sort(key=lambda r: r.get("finished") or r.get("started") or 0)
@@ -181,6 +193,10 @@ with `priority` ≤ the threshold are accepted as reviewer `auto`, the rest stay
 ![scores](experiment-scores.png)
 
 ![curves](experiment-curves.png)
+
+## Every epoch (validation on EG1800 val at 224; the selected epoch is the best after 60 % of the plan)
+
+{table(epoch_rows(models))}
 
 ## Step times of the run (seconds, this machine, shared with other jobs)
 

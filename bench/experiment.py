@@ -164,8 +164,8 @@ def write_report(run: Path, docs: Path, notes: list[str] = ()) -> str:
 ({at224.loc[MODELS['sinet-base'], METRICS['iou']]:.2f} → {at224.loc[MODELS['sinet-plus'], METRICS['iou']]:.2f}).
 For scale, {PAPER}.
 
-Budget: {budget_line(models)}. The two trainings ran **at the same time** (so they shared the machine's load
-equally) on a 2-core VM that other jobs were loading too; with a time budget, the faster run on a quieter
+Budget: {budget_line(models)}. The config starts the two trainings **at the same time** (so that they share the
+machine's load equally; see the notes for whether they did) on a 2-core VM that other jobs were loading too; with a time budget, the faster run on a quieter
 moment gets more epochs, so small differences are within the noise of this set-up (one seed, 132 val photos).
 
 ## How it was made (one command)

@@ -550,7 +550,7 @@ class Trainer:
 
     def _finish_epoch(self) -> None:
         config, state, stage = self.config, self.state, self.stage
-        epoch, planned = state["epoch"], state["planned_epochs"]
+        epoch = state["epoch"]
         started = time.perf_counter()
         scores = validate(self.raw_model, self.val_set, self.criterion, self.device) \
             if self.dist.main and len(self.val_set) else {}
@@ -561,8 +561,14 @@ class Trainer:
                **{f"val_{k}": v for k, v in scores.items() if k != "images"},
                "train_seconds": sums["seconds"],
                "images_per_second": sums["images"] * self.dist.world_size / max(sums["seconds"], 1e-9)}
+        state["history"].append(row)
+        self._bank_time(started)
+        state["epoch_seconds"].append(sums["seconds"])
+        state.update(epoch=epoch + 1, step=0, sums=_zero_sums())
+        # Select against the revised plan: a budget that ends the stage now makes this epoch selectable.
+        self._plan_epochs()
         best = state["best"].get(str(stage))
-        selectable = epoch + 1 > config.select_from * planned
+        selectable = epoch + 1 > config.select_from * state["planned_epochs"]
         improved = selectable and (not scores or best is None or scores["iou"] > best["iou"])
         row["selected"] = improved
         if improved and self.dist.main:
@@ -570,11 +576,6 @@ class Trainer:
             state["best"][str(stage)] = best
             save_checkpoint(self.out / (STAGE1_BEST if stage == 1 else BEST), self.raw_model, self.preprocessing,
                             {"stage": stage, "epoch": epoch + 1, "val": scores, "config": config.to_dict()})
-        state["history"].append(row)
-        self._bank_time(started)
-        state["epoch_seconds"].append(sums["seconds"])
-        state.update(epoch=epoch + 1, step=0, sums=_zero_sums())
-        self._plan_epochs()
         self._save_state()
         self._write_reports()
         if self.dist.main:

@@ -8,7 +8,6 @@ hands them to :func:`~pipeline.stage.run_stage` and :func:`~pipeline.stage.map_i
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,14 +15,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.atomic import remove_leftovers, write_text_atomic
+from pipeline.atomic import remove_leftovers
 from pipeline.crop.faces import DetectorSettings, Face, FaceDetector
 from pipeline.crop.framing import CropBox, FramingRule, frame_face
 from pipeline.crop.rules import (NO_FACE, PHOTO_TOO_SMALL, Rejection, SelectionRules, check_coverage, check_face,
                                  check_mask, person_share)
 from pipeline.imageio import list_photos, read_image, read_mask, write_jpeg, write_mask
 from pipeline.manifest import Manifest
-from pipeline.stage import Outcome, StageSummary, map_items, run_stage
+from pipeline.stage import Outcome, StageSummary, claim_folder, map_items, run_stage
 
 SOURCE = "baidu_crop"
 MISSING_MASK = "missing_mask"
@@ -182,17 +181,6 @@ def plan_manifest_items(manifest: Manifest) -> list[tuple[str, tuple]]:
             for image, mask in zip(manifest.paths("image"), manifest.paths("mask")) if image is not None]
 
 
-def claim_folder(out_dir: Path, settings: CropSettings) -> None:
-    """Record the settings in ``out_dir/settings.json``; refuse a folder an earlier run filled with others,
-    since resuming it would mix two framings in one manifest."""
-    wanted = json.dumps(asdict(settings), indent=1, sort_keys=True) + "\n"
-    recorded = out_dir / "settings.json"
-    if recorded.is_file() and json.loads(recorded.read_text()) != json.loads(wanted):
-        raise ValueError(f"{out_dir} holds crops made with other settings (see {recorded}); "
-                         "use a new --out folder or delete that one")
-    write_text_atomic(recorded, wanted)
-
-
 def run(images_dir: str | os.PathLike | None, masks_dir: str | os.PathLike | None, out_dir: str | os.PathLike,
         settings: CropSettings = CropSettings(), workers: int = 1, threads: int = 1,
         manifest: Manifest | None = None) -> StageSummary:
@@ -211,7 +199,7 @@ def run(images_dir: str | os.PathLike | None, masks_dir: str | os.PathLike | Non
     """
     out_dir = Path(out_dir).resolve()
     items = plan_manifest_items(manifest) if manifest is not None else plan_items(images_dir, masks_dir)
-    claim_folder(out_dir, settings)
+    claim_folder(out_dir, asdict(settings))
     for folder in (out_dir, out_dir / "images", out_dir / "masks"):
         remove_leftovers(folder)  # temporaries of a run killed mid-write
 

@@ -32,21 +32,13 @@ import torch
 from torch import nn
 
 from pipeline.atomic import atomic_path
+from pipeline.torch_utils import CheckpointError, load_weights_only
 from sinet.model import SINet, SINetEncoder
 from sinet.preprocess import OFFICIAL, Preprocessing
 
 FORMAT = "sinet-plus/1"
 ARCHITECTURES = {"SINet": SINet, "SINetEncoder": SINetEncoder}
 DECODER_PREFIX = "decoder."
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be used, with the file and the reason."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = Path(path)
-        self.reason = reason
 
 
 def official_key_set() -> set[str]:
@@ -71,17 +63,6 @@ def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[
     return {key if key.startswith("encoder.") else DECODER_PREFIX + key: value for key, value in state_dict.items()}
 
 
-def _torch_load(path: str | os.PathLike) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "file not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
-        raise CheckpointError(path, f"cannot be read with weights_only=True (truncated, not a checkpoint, or it "
-                                    f"pickles code objects, which we refuse to execute): {error}") from error
-
-
 def is_official(payload: Any) -> bool:
     """True for a bare state_dict with exactly the authors' key set.
 
@@ -100,7 +81,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     Raises:
         CheckpointError: unreadable file or unknown layout.
     """
-    payload = _torch_load(path)
+    payload = load_weights_only(path)
     if is_official(payload):
         return {"format": FORMAT, "arch": "SINet", "num_classes": 2, "preprocessing": OFFICIAL.to_dict(),
                 "state_dict": convert_official_state_dict(payload), "extra": {"source": "official"}}

@@ -42,14 +42,15 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 def remove_leftovers(folder: str | os.PathLike) -> int:
-    """Delete the temporaries that :func:`atomic_path` leaves in ``folder`` when its process is killed.
+    """Delete the temporaries that :func:`atomic_path` leaves in ``folder`` and its subfolders when its process
+    is killed.
 
     Call it only while no other process writes into ``folder``; returns how many files were removed.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    leftovers = [p for p in folder.glob(".*.tmp*") if p.is_file()]
+    leftovers = [p for p in folder.rglob(".*.tmp*") if p.is_file()]
     for path in leftovers:
         path.unlink(missing_ok=True)
     return len(leftovers)

@@ -5,7 +5,8 @@ list of pending items and yields one :class:`Outcome` per item, in any order. Th
 by an earlier run, journals every outcome as soon as it arrives (an append-only JSON-lines file, fsynced, so a
 killed run loses at most the item in flight), shows progress, and at the end rebuilds ``manifest.csv`` and
 ``skipped.csv`` from the journal, sorted by key, so a resumed run writes exactly what an unbroken run writes.
-Item files must be written atomically by the stage before it yields the outcome.
+Item files must be written atomically (pipeline.atomic) by the stage before it yields the outcome; the runner
+removes the temporaries a killed run left anywhere under the output folder before it starts.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from pipeline.atomic import atomic_path, remove_leftovers, write_text_atomic
 from pipeline.imageio import ImageReadError
 from pipeline.manifest import new_rows, write_manifest
 
@@ -92,8 +94,6 @@ class Journal:
 
     def rewrite(self, outcomes: Iterable[Outcome]) -> None:
         """Replace the journal (used to drop failed items before a retry)."""
-        from pipeline.atomic import write_text_atomic
-
         write_text_atomic(self.path, "".join(json.dumps(asdict(o), default=_json_default) + "\n" for o in outcomes))
 
 
@@ -152,6 +152,7 @@ def run_stage(name: str, items: Sequence[tuple[str, Any]],
     if len(set(keys)) != len(keys):
         duplicated = sorted(k for k, n in Counter(keys).items() if n > 1)
         raise ValueError(f"{name}: duplicate item keys {duplicated[:5]} (e.g. two photos with the same stem)")
+    remove_leftovers(out_dir)  # temporaries of a run killed mid-write
     journal = Journal(out_dir / ".journal.jsonl")
     outcomes = journal.load()
     if retry_failed and any(o.failed for o in outcomes.values()):
@@ -181,8 +182,6 @@ def run_stage(name: str, items: Sequence[tuple[str, Any]],
     skips = [skip for outcome in finished for skip in outcome.skips]
     skipped_path = out_dir / "skipped.csv"
     skip_table = pd.DataFrame(skips, columns=None if skips else ["key", "reason", "detail"])
-    from pipeline.atomic import atomic_path
-
     with atomic_path(skipped_path) as tmp:
         skip_table.to_csv(tmp, index=False)
     summary = StageSummary(name, len(items), done_before, processed, len(table),
@@ -198,8 +197,6 @@ def claim_folder(out_dir: str | os.PathLike, settings: dict[str, Any]) -> None:
     Raises:
         ValueError: naming the folder and the differing settings.
     """
-    from pipeline.atomic import write_text_atomic
-
     wanted = json.loads(json.dumps(settings, default=_json_default))
     recorded = Path(out_dir) / "settings.json"
     if recorded.is_file():

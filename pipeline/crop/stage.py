@@ -15,7 +15,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.atomic import remove_leftovers
 from pipeline.crop.faces import DetectorSettings, Face, FaceDetector
 from pipeline.crop.framing import CropBox, FramingRule, frame_face
 from pipeline.crop.rules import (NO_FACE, PHOTO_TOO_SMALL, Rejection, SelectionRules, check_coverage, check_face,
@@ -200,8 +199,6 @@ def run(images_dir: str | os.PathLike | None, masks_dir: str | os.PathLike | Non
     out_dir = Path(out_dir).resolve()
     items = plan_manifest_items(manifest) if manifest is not None else plan_items(images_dir, masks_dir)
     claim_folder(out_dir, asdict(settings))
-    for folder in (out_dir, out_dir / "images", out_dir / "masks"):
-        remove_leftovers(folder)  # temporaries of a run killed mid-write
 
     def execute(pending: list[tuple[str, tuple]]):
         return map_items(process_photo, pending, workers=workers, initializer=init_worker,

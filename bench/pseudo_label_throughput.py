@@ -2,7 +2,7 @@
 
 Rounds alternate, in one process: the bare forward (``Predictor.probabilities`` on a ready tensor of the
 photos' model shape: no reading, no MTCNN, no resizing back, no signals, no PNGs), then the whole stage on the
-local engine, then on the Ray engine (``ray.init(num_cpus=...)`` once, before timing; actor start-up is
+local engine, then on the Ray engine (``start_local_ray(num_cpus=...)`` once, before timing; actor start-up is
 timed in "overall"; "steady" counts the batches between the first and the last, so start-up and the local
 engine's one-batch overlap at the end are left out — for Ray still an upper bound, as outputs reach the driver in
 blocks). Each stage round writes to a fresh folder. Ratios are to the bare forward of the same round, then the
@@ -28,7 +28,7 @@ from pipeline.teacher.checkpoint import load_teacher
 from pipeline.teacher.inference import Predictor, resize_for_model
 from pipeline.stage import run_stage
 from pipeline.teacher.pseudo_label import Labeler, LabelOptions, plan_items, run_local
-from pipeline.teacher.ray_engine import run_ray
+from pipeline.teacher.ray_engine import run_ray, start_local_ray
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -106,9 +106,7 @@ def main() -> None:
                            workers=args.workers, device="cpu")
     engines = args.engines.split(",")
     if "ray" in engines:
-        import ray
-
-        ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False)
+        start_local_ray(num_cpus=args.ray_cpus)
     speeds: dict[str, list[float]] = {"bare": []}
     ratios: dict[str, list[float]] = {}
     for round_index in range(args.rounds):

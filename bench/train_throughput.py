@@ -7,7 +7,7 @@ were taken), so the ratio says what the data pipeline costs even when the machin
 in stage 2 with 2 threads; the authors' code does ~21.6 (stage 2) and ~25.7 (stage 1) here on random tensors.
 
     .venv/bin/pipeline manifest import-eg1800 ../shared/data/eg1800 --out manifests/eg1800.csv
-    .venv/bin/python bench/train_throughput.py --manifest manifests/eg1800.csv --threads 2 --workers 1
+    .venv/bin/python bench/train_throughput.py --manifest manifests/eg1800.csv --threads 2
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--manifest", default="manifests/eg1800.csv", help="manifest whose train split is used")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the training step")
-    parser.add_argument("--workers", type=int, default=1, help="DataLoader workers")
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the trainer's "
+                                                                 "choice, the cores the step leaves free)")
     parser.add_argument("--batches", type=int, default=6, help="timed batches per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median reported)")
     parser.add_argument("--compile", action="store_true", help="also measure with torch.compile")

@@ -35,7 +35,10 @@ def upsample(x: torch.Tensor, factor: int = 2) -> torch.Tensor:
 
 
 def channel_shuffle(x: torch.Tensor, groups: int, channels: int) -> torch.Tensor:
-    """Interleave the channels of ``groups`` groups (ShuffleNet).
+    """Interleave the channels of ``groups`` groups (ShuffleNet), returning a channels-last tensor.
+
+    The shuffle is done on the NHWC view, so a channels-last input (SINet's layout) stays channels-last and the
+    next convolution needs no reorder.
 
     Args:
         x: tensor ``(N, channels, H, W)``.
@@ -44,8 +47,8 @@ def channel_shuffle(x: torch.Tensor, groups: int, channels: int) -> torch.Tensor
             ``Shape``/``Gather`` nodes (spec §5, anilsathyan7 #39).
     """
     height, width = x.shape[-2:]
-    x = x.reshape(-1, groups, channels // groups, height, width).transpose(1, 2)
-    return x.reshape(-1, channels, height, width)
+    nhwc = x.permute(0, 2, 3, 1).reshape(-1, height, width, groups, channels // groups).transpose(3, 4)
+    return nhwc.reshape(-1, height, width, channels).permute(0, 3, 1, 2)
 
 
 class Conv(nn.Module):

@@ -91,6 +91,8 @@ def train_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt.")] = False,
     stage: Annotated[Optional[list[int]], typer.Option(help="Stage(s) to run (default 1 then 2).")] = None,
     encoder: Annotated[Optional[Path], typer.Option(help="Stage-1 checkpoint for --stage 2 alone.")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="SINet checkpoint starting --stage 2 alone (fine-tuning "
+                                                      "or a warm restart with a new schedule).")] = None,
     stage1_epochs: Annotated[int, typer.Option(help="Stage-1 epochs E.")] = 300,
     stage2_epochs: Annotated[int, typer.Option(help="Stage-2 epochs E.")] = 300,
     stage1_batch: Annotated[int, typer.Option(help="Stage-1 batch size.")] = 36,
@@ -108,7 +110,8 @@ def train_command(
     preprocessing: Annotated[str, typer.Option(help="Normalisation preset stored in checkpoints.")] = "imagenet",
     rotation: Annotated[float, typer.Option(help="Augmentation: rotations within ± this many degrees.")] = 45.0,
     seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
-    workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
+    workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes (default: on a CPU, the "
+                                                        "cores the training threads leave free).")] = None,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (1 is fastest on a busy machine; "
                                                         "a resumed run keeps its own unless given).")] = None,
     device: Annotated[str, typer.Option(help="auto (cuda, mps, cpu) or a torch device.")] = "auto",
@@ -119,6 +122,8 @@ def train_command(
     time_budget: Annotated[Optional[float], typer.Option(help="Minutes for the whole run; E of each stage is "
                                                               "cut to fit.")] = None,
     stage1_share: Annotated[float, typer.Option(help="Share of --time-budget for stage 1.")] = 0.4,
+    cache_gb: Annotated[float, typer.Option(help="GB of decoded training photos kept in memory (0 = decode "
+                                                 "each time; results do not change).")] = 4.0,
 ) -> None:
     """Two-stage training with the official recipe (encoder on 1/8 labels, then the full model)."""
     from pipeline.manifest import ManifestError
@@ -128,17 +133,19 @@ def train_command(
 
     if not manifest and not resume:
         raise fail("--manifest is required (unless --resume)")
+    if init and (encoder or tuple(stage or (1, 2)) != (2,)):
+        raise fail("--init starts stage 2 alone: give --stage 2 and no --encoder")
     config = TrainConfig(
         manifests=[str(m) for m in manifest or []], out=str(out),
         val_manifests=[str(m) for m in val_manifest] if val_manifest else None, split=split, val_split=val_split,
-        stages=tuple(stage or (1, 2)), encoder=str(encoder) if encoder else None,
+        stages=tuple(stage or (1, 2)), encoder=str(encoder) if encoder else None, init=str(init) if init else None,
         stage1_epochs=stage1_epochs, stage2_epochs=stage2_epochs, stage1_batch=stage1_batch,
         stage2_batch=stage2_batch, lr=lr, lr_gamma=lr_gamma, conv_weight_decay=conv_weight_decay,
         depthwise_weight_decay=depthwise_weight_decay, other_weight_decay=other_weight_decay,
         boundary_weight=boundary_weight, class_weighting=class_weighting, select_from=select_from, size=size,
         preprocessing=preprocessing, augmentation=AugmentationConfig(size=size, rotation=rotation), seed=seed,
         workers=workers, threads=threads, device=device, amp=amp, compile=compile_model,
-        checkpoint_every=checkpoint_every, time_budget=time_budget, stage1_share=stage1_share)
+        checkpoint_every=checkpoint_every, time_budget=time_budget, stage1_share=stage1_share, cache_gb=cache_gb)
     try:
         best = train(config, resume=resume)
     except (OSError, ValueError, ManifestError, CheckpointError) as error:
@@ -245,9 +252,12 @@ def bench_command(
     seconds: Annotated[float, typer.Option(help="Time budget of the latency rounds.")] = 180.0,
     compile_model: Annotated[bool, typer.Option("--compile/--no-compile",
                                                 help="Include torch.compile (needs a C++ compiler).")] = True,
-    wait_policy: Annotated[str, typer.Option(help="OpenMP (and onnxruntime) idle threads: 'passive' sleep, "
-                                                  "'active' spin. Spinning threads on a loaded machine made "
-                                                  "2-thread torch 10x slower here.")] = "passive",
+    wait_policy: Annotated[str, typer.Option(help="OpenMP (and onnxruntime) idle threads: 'default' (the "
+                                                  "libraries' own: spin briefly, then sleep), 'passive' sleep, "
+                                                  "'active' spin. On a quiet machine 'passive' made SINet 4x "
+                                                  "slower (a sleeping thread is woken for each of ~200 small "
+                                                  "ops); on a loaded one spinning made 2-thread torch 10x "
+                                                  "slower.")] = "default",
     manifest: Annotated[Optional[Path], typer.Option(help="Manifest whose train split feeds the training-"
                                                           "throughput measurement of both stages.")] = None,
 ) -> None:
@@ -255,17 +265,18 @@ def bench_command(
     import os
     import sys
 
-    if wait_policy not in ("passive", "active"):
-        raise fail(f"--wait-policy must be 'passive' or 'active', not {wait_policy!r}")
-    if "torch" in sys.modules and os.environ.get("OMP_WAIT_POLICY", "").lower() != wait_policy:
-        Console(stderr=True).print("[yellow]torch is already loaded: --wait-policy cannot take effect[/]")
-    os.environ["OMP_WAIT_POLICY"] = wait_policy  # read by OpenMP when torch loads, i.e. on the next import
+    if wait_policy not in ("default", "passive", "active"):
+        raise fail(f"--wait-policy must be 'default', 'passive' or 'active', not {wait_policy!r}")
+    if wait_policy != "default":
+        if "torch" in sys.modules and os.environ.get("OMP_WAIT_POLICY", "").lower() != wait_policy:
+            Console(stderr=True).print("[yellow]torch is already loaded: --wait-policy cannot take effect[/]")
+        os.environ["OMP_WAIT_POLICY"] = wait_policy  # read by OpenMP when torch loads, i.e. on the next import
     from sinet.bench import run_bench
 
     model = _load(weights)[0] if weights else None
     report = run_bench(model, threads=threads, rounds=rounds, runs=runs, budget_seconds=seconds,
                        compile_model=compile_model, training_manifest=manifest,
-                       spinning=wait_policy == "active")
+                       spinning=wait_policy != "passive")
     table = Table(title=f"batch 1, 224x224, {threads} threads, median of {rounds} interleaved rounds")
     for column in ("contender", "params", "MMACs", "ms", "FPS", "x LR-ASPP", "x SINet eager"):
         table.add_column(column, justify="right")
@@ -278,9 +289,10 @@ def bench_command(
         console.print(f"training {stage}: {figures}")
     ratios = report["ratios"]
     console.print(f"SINet eager = {ratios['sinet_eager_vs_lraspp']:.2f}x LR-ASPP; fastest form "
-                  f"({report['fastest_torch_form']}) = {ratios['fastest_vs_sinet_eager']:.2f}x SINet eager, "
-                  f"{ratios['fastest_fps']:.0f} FPS; onnxruntime = {ratios['onnxruntime_vs_sinet_eager']:.2f}x "
-                  f"SINet eager. Load average {report['conditions']['load_average'][0]:.1f} on "
+                  f"({report['fastest_form']}) = {ratios['fastest_vs_sinet_eager']:.2f}x SINet eager, "
+                  f"{ratios['fastest_fps']:.0f} FPS; fastest torch form ({report['fastest_torch_form']}) = "
+                  f"{ratios['fastest_torch_vs_sinet_eager']:.2f}x; onnxruntime = "
+                  f"{ratios['onnxruntime_vs_sinet_eager']:.2f}x SINet eager. Load average {report['conditions']['load_average'][0]:.1f} on "
                   f"{report['conditions']['cpus']} CPUs.")
     if json_out is not None:
         _write_json(json_out, report)

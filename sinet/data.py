@@ -85,6 +85,31 @@ class SegmentationDataset(Dataset):
         self.transform = transform
         self.preprocessing = preprocessing
         self.label_stride = label_stride
+        self.decoded: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def preload(self, max_bytes: int) -> int:
+        """Keep decoded photo/mask pairs in memory, in sample order, up to ``max_bytes``; returns how many.
+
+        Decoding a 600x800 JPEG and its PNG took 4.3 of the 6.3 ms a training sample costs on this CPU, and it
+        is the same every epoch. Call it before the DataLoader starts its workers: they are forked and share
+        the arrays. Unreadable pairs are left out (``__getitem__`` then raises as without the cache).
+
+        Args:
+            max_bytes: memory budget for the decoded arrays (0 = none).
+        """
+        used = 0
+        with Progress(transient=True) as progress:
+            for index in progress.track(range(len(self.samples)), description="decoding photos into memory"):
+                try:
+                    pair = read_pair(self.samples[index].image, self.samples[index].mask)
+                except ImageReadError:
+                    continue
+                size = pair[0].nbytes + pair[1].nbytes
+                if used + size > max_bytes:
+                    break
+                self.decoded[index] = pair
+                used += size
+        return len(self.decoded)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -92,7 +117,7 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         index, seed = key if isinstance(key, tuple) else (key, None)
         sample = self.samples[index]
-        image, mask = read_pair(sample.image, sample.mask)
+        image, mask = self.decoded[index] if index in self.decoded else read_pair(sample.image, sample.mask)
         if seed is not None:
             seed_transform(self.transform, seed)
         out = self.transform(image=image, mask=mask)

@@ -43,7 +43,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         elif isinstance(module, S2Block):
             module.conv[0], module.conv[1] = fuse_conv_bn_eval(module.conv[0], module.conv[1]), nn.Identity()
             module.act_conv1x1[1], module.bn = fuse_conv_bn_eval(module.act_conv1x1[1], module.bn), nn.Identity()
-    return folded
+    return folded.to(memory_format=torch.channels_last)  # the fused weights keep SINet's NHWC layout
 
 
 def export_onnx(model: nn.Module, preprocessing: Preprocessing, path: str | os.PathLike, opset: int = 17,
@@ -94,6 +94,22 @@ def onnx_session(path: str | os.PathLike, threads: int = 1, spinning: bool = Tru
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def openvino_request(path: str | os.PathLike, threads: int = 1):
+    """An OpenVINO CPU infer request for an exported ``.onnx``, latency-tuned, full fp32 precision.
+
+    OpenVINO picks bf16 by itself on CPUs with AMX; fp32 is forced so its masks equal the torch model's.
+
+    Args:
+        path: ``.onnx`` file written by :func:`export_onnx`.
+        threads: inference threads.
+    """
+    import openvino
+
+    compiled = openvino.Core().compile_model(str(path), "CPU", {
+        "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+    return compiled.create_infer_request()
 
 
 def onnx_preprocessing(path: str | os.PathLike) -> Preprocessing:

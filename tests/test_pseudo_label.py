@@ -19,6 +19,7 @@ from pipeline.imageio import read_image, read_mask
 from pipeline.stage import Journal
 from pipeline.teacher import signals as sg
 from pipeline.teacher.checkpoint import file_hash
+from pipeline.teacher.ray_engine import start_local_ray
 from teacher_helpers import TINY, bad_photo_folder, invoke, small_manifest
 
 LABEL = ["--long-side", "96", "--batch-size", "3", "--workers", "1", "--device", "cpu"]
@@ -146,7 +147,7 @@ def test_resume_after_sigkill_has_no_duplicates_or_torn_files(teacher, photos, t
 @pytest.mark.slow
 def test_ray_engine_matches_the_local_engine(teacher, photos, labelled, tmp_path):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray(num_cpus=2)
     try:
         result = invoke("pseudo-label", photos[0], "--teacher", teacher, "--out", tmp_path, *LABEL, "--soft",
                         "--engine", "ray")

@@ -18,7 +18,7 @@ from PIL import Image, ImageEnhance
 from pipeline.importers import import_eg1800
 from pipeline.imageio import IGNORE, read_image, read_pair
 from pipeline.manifest import Manifest, write_manifest
-from sinet.checkpoint import load_checkpoint, load_model
+from sinet.checkpoint import load_checkpoint, load_model, save_checkpoint
 from sinet.data import EpochSampler, SegmentationDataset, manifest_samples
 from sinet.model import SINet, SINetEncoder
 from sinet.preprocess import IMAGENET
@@ -105,6 +105,25 @@ def test_dataset_serves_normalised_photos_and_labels(tiny_manifest):
     assert label.shape == (8, 8) and label.dtype == torch.int64
     assert set(label.unique().tolist()) <= {0, 1, IGNORE}
     assert abs(image.mean().item()) < 2  # normalised, not 0..255
+
+
+def test_preloaded_photos_give_the_same_samples_within_the_memory_budget(tiny_manifest):
+    samples = manifest_samples([tiny_manifest], "train")  # 12 readable photos and one truncated JPEG (index 12)
+    preprocessing = IMAGENET.__class__.from_dict({**IMAGENET.to_dict(), "size": [64, 64]})
+
+    def dataset() -> SegmentationDataset:
+        return SegmentationDataset(samples, train_transform(AugmentationConfig(size=64)), preprocessing)
+
+    cached, fresh = dataset(), dataset()
+    assert cached.preload(2**34) == 12 and 12 not in cached.decoded  # the unreadable pair is left out
+    for key in [(0, 7), (5, 8), (11, 9)]:
+        assert all(torch.equal(a, b) for a, b in zip(cached[key], fresh[key]))
+    with pytest.raises(Exception, match="broken.jpg"):
+        cached[(12, 1)]  # not cached: it fails as without the cache
+    pair_bytes = sum(array.nbytes for array in read_pair(samples[0].image, samples[0].mask))
+    budgeted = dataset()  # every EG1800 pair is 600x800: exactly three fit
+    assert budgeted.preload(3 * pair_bytes) == 3 and sorted(budgeted.decoded) == [0, 1, 2]
+    assert dataset().preload(0) == 0
 
 
 def test_epoch_sampler_is_seeded_resumable_and_shards():
@@ -199,6 +218,27 @@ def test_killed_and_resumed_run_ends_like_an_unbroken_one(tiny_manifest, tmp_pat
         assert (resumed / name).stat().st_size > 0
     model, preprocessing, meta = load_model(resumed / "best.pt")
     assert isinstance(model, SINet) and preprocessing.size == (64, 64) and meta["extra"]["stage"] == 2
+
+
+def test_init_starts_stage_2_from_a_full_checkpoint(tiny_manifest, tmp_path):
+    torch.manual_seed(5)
+    start = SINet()
+    save_checkpoint(tmp_path / "start.pt", start, IMAGENET.__class__.from_dict({**IMAGENET.to_dict(),
+                                                                               "size": [64, 64]}))
+    config = TrainConfig(manifests=[str(tiny_manifest)], out=str(tmp_path / "run"), stages=(2,),
+                         init=str(tmp_path / "start.pt"), stage2_epochs=1, stage2_batch=4, size=64, workers=0,
+                         threads=1, lr=0.0)  # lr 0: Adam leaves the weights where --init put them
+    train(config)
+    trained = load_checkpoint(tmp_path / "run" / "last.pt")["state_dict"]
+    assert all(torch.equal(trained[name], parameter) for name, parameter in start.named_parameters())
+
+    save_checkpoint(tmp_path / "encoder.pt", SINetEncoder(), IMAGENET)
+    wrong = TrainConfig(**{**config.__dict__, "out": str(tmp_path / "wrong"), "init": str(tmp_path / "encoder.pt")})
+    with pytest.raises(ValueError, match="a SINet checkpoint is needed, found SINetEncoder"):
+        train(wrong)
+    refused = _cli("train", "--manifest", str(tiny_manifest), "--out", str(tmp_path / "cli"), "--init",
+                   str(tmp_path / "start.pt"))
+    assert refused.returncode != 0 and "--stage 2" in refused.stderr + refused.stdout
 
 
 def test_throughput_runs_real_photos_through_the_real_pipeline(tiny_manifest):

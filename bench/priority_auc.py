@@ -5,8 +5,9 @@
    annotators' crop box, 128 = unknown).
 2. Prints, per set: the IoU distribution, how many masks are below the threshold, the ROC AUC of `priority`
    (target >= 0.85) and, for insight only (the priority rule is fixed, not fitted), the AUC of each signal.
-   With ``--train-photos N`` it also scores N EG1800 train photos: the set on which a priority rule may be
-   chosen (never on val).
+   With ``--train-photos N`` it also scores N EG1800 train photos; with ``--holdout-manifest FILE`` the rows of
+   split ``holdout`` in FILE, i.e. EG1800 train photos kept away from the teacher's training: the set on which
+   the priority rule is chosen among :data:`CANDIDATES` (never on val).
 3. Draws priority against IoU for every set into OUT/priority_vs_iou.png.
 
 Resumable (the pseudo-label runs are). One thread by default (the machine is shared):
@@ -18,7 +19,6 @@ Resumable (the pseudo-label runs are). One thread by default (the machine is sha
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from pathlib import Path
 
@@ -39,11 +39,31 @@ SIGNALS = {  # signal -> +1 when higher means more likely wrong, -1 when lower d
 }
 
 
-def photo_manifest(eg1800: Path, out: Path, split_name: str, limit: int = 0) -> Path:
-    """A manifest of EG1800 photos of one split (images only: no masks are passed to the stage)."""
-    split = pd.read_csv(eg1800 / "split.csv", dtype=str)
-    stems = sorted(split.loc[split["split"] == split_name, "stem"])
-    stems = stems[::max(1, len(stems) // limit)][:limit] if limit else stems
+CANDIDATES = {  # candidate priority rules (higher = more likely wrong), written down before any holdout result
+    "1 - expected_iou * flip * face (shipped until now)": lambda f: 1 - f["expected_iou"] * _flip(f) * _face(f),
+    "uncertain_share": lambda f: f["uncertain_share"],
+    "1 - mean_confidence": lambda f: 1 - f["mean_confidence"],
+    "1 - expected_iou * flip": lambda f: 1 - f["expected_iou"] * _flip(f),
+    "1 - (1 - uncertain_share) * flip * face": lambda f: 1 - (1 - f["uncertain_share"]) * _flip(f) * _face(f),
+    "1 - (1 - uncertain_share) * expected_iou * flip * face":
+        lambda f: 1 - (1 - f["uncertain_share"]) * f["expected_iou"] * _flip(f) * _face(f),
+}
+
+
+def _flip(frame: pd.DataFrame) -> pd.Series:
+    return frame["flip_agreement"].astype(float).fillna(1.0)
+
+
+def _face(frame: pd.DataFrame) -> pd.Series:
+    return 0.5 + 0.5 * frame["face_in_mask"].astype(float).fillna(1.0)
+
+
+def photo_manifest(eg1800: Path, out: Path, split_name: str, limit: int = 0, stems: list[str] | None = None) -> Path:
+    """A manifest of EG1800 photos of one split, or of the given stems (images only: no masks reach the stage)."""
+    if stems is None:
+        split = pd.read_csv(eg1800 / "split.csv", dtype=str)
+        stems = sorted(split.loc[split["split"] == split_name, "stem"])
+        stems = stems[::max(1, len(stems) // limit)][:limit] if limit else stems
     rows = [{"id": f"eg1800/{s}", "image": os.path.relpath(eg1800 / "images" / f"{s}.jpg", out.parent),
              "mask": "", "source": "eg1800", "split": split_name, "status": "pending", "origin_stem": s} for s in stems]
     mf.write_manifest(mf.new_rows(rows), out)
@@ -90,6 +110,9 @@ def report(name: str, frame: pd.DataFrame, threshold: float) -> dict:
                     low, high = bootstrap_interval(bad.to_numpy(), values.to_numpy())
                     note += f" (95% bootstrap interval {low:.3f}-{high:.3f})"
                 print(f"  ROC AUC {signal:>20}: {aucs[signal]:.3f}{note}")
+        for rule, score in CANDIDATES.items():
+            aucs[rule] = roc_auc_score(bad, score(frame))
+            print(f"  ROC AUC of candidate rule {rule}: {aucs[rule]:.3f}")
     else:
         print("  AUC undefined: all masks on one side of the threshold")
     return aucs
@@ -126,6 +149,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--train-photos", type=int, default=0,
                         help="also score this many EG1800 train photos (a selection set that is not val)")
+    parser.add_argument("--holdout-manifest", type=Path,
+                        help="also score the EG1800 rows of split 'holdout' in this manifest (photos the teacher "
+                             "did not train on): the set the priority rule is chosen on")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     eg1800 = args.data / "eg1800"
@@ -133,19 +159,30 @@ def main() -> None:
     out = args.out / f"{args.teacher.stem}-{args.long_side}"
     pseudo_label(photo_manifest(eg1800, out / "val.csv", "val"), args.teacher, out / "val", options)
     pseudo_label(eg1800 / "raw" / "images", args.teacher, out / "raw", options)
-    frames = {"EG1800 val (600x800 crops)": scored(out / "val", eg1800 / "masks", None),
-              "EG1800 raw photos (inside crop box)": scored(out / "raw", eg1800 / "raw" / "masks", 128)}
+    sets = {"val": ("EG1800 val (600x800 crops)", scored(out / "val", eg1800 / "masks", None)),
+            "raw": ("EG1800 raw photos (inside crop box)", scored(out / "raw", eg1800 / "raw" / "masks", 128))}
     if args.train_photos:
         pseudo_label(photo_manifest(eg1800, out / "train.csv", "train", args.train_photos), args.teacher,
                      out / "train", options)
-        frames[f"EG1800 train, {args.train_photos} photos (teacher saw them)"] = scored(out / "train",
-                                                                                         eg1800 / "masks", None)
-    for name, frame in frames.items():
-        report(name, frame, args.threshold)
-    plot(frames, args.threshold, out / "priority_vs_iou.png")
-    for name, frame in zip(("val", "raw", "train"), frames.values()):
-        frame.to_csv(out / f"{name}_scored.csv", index=False)
-    assert not any(math.isnan(v) for v in frames["EG1800 val (600x800 crops)"]["iou"])
+        sets["train"] = (f"EG1800 train, {args.train_photos} photos (teacher saw them)",
+                         scored(out / "train", eg1800 / "masks", None))
+    if args.holdout_manifest:
+        rows = pd.read_csv(args.holdout_manifest, dtype=str)
+        stems = sorted(rows.loc[rows["split"] == "holdout", "origin_stem"])
+        pseudo_label(photo_manifest(eg1800, out / "holdout.csv", "holdout", stems=stems), args.teacher,
+                     out / "holdout", options)
+        sets["holdout"] = (f"EG1800 train, {len(stems)} photos held out from the teacher",
+                           scored(out / "holdout", eg1800 / "masks", None))
+    results = {key: report(title, frame, args.threshold) for key, (title, frame) in sets.items()}
+    plot(dict(sets.values()), args.threshold, out / "priority_vs_iou.png")
+    for key, (_, frame) in sets.items():
+        frame.to_csv(out / f"{key}_scored.csv", index=False)
+    selection = "holdout" if "holdout" in sets else "train" if "train" in sets else None
+    if selection and results[selection]:
+        chosen = max(CANDIDATES, key=lambda rule: results[selection][rule])
+        print(f"\nrule chosen on the {selection} set: {chosen} (AUC there {results[selection][chosen]:.3f}); "
+              + "; ".join(f"{key} {aucs[chosen]:.3f}" for key, aucs in results.items() if chosen in aucs))
+    assert not sets["val"][1]["iou"].isna().any()
 
 
 if __name__ == "__main__":

@@ -61,7 +61,8 @@ def main() -> None:
                 training_throughput(args.manifest, stage, batches=args.batches, workers=args.workers,
                                     threads=args.threads, compile=kind.endswith("compiled")))
     load = os.getloadavg()[0]
-    print(f"training throughput, {args.threads} threads, {args.workers} workers, {args.batches} batches x "
+    workers = "auto" if args.workers is None else args.workers
+    print(f"training throughput, {args.threads} threads, {workers} workers, {args.batches} batches x "
           f"{args.rounds} rounds, load average {load:.1f} on {os.cpu_count()} cores")
     for (stage, kind), values in figures.items():
         ratio = statistics.median(values) / statistics.median(figures[(stage, "random tensors")])

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -149,3 +154,69 @@ def test_onnx_export_matches_torch(tmp_path):
     difference, agreement = parity(model, IMAGENET, path, batch=2)
     assert difference < 1e-3 and agreement > 0.999
     assert onnx_preprocessing(path) == IMAGENET
+
+
+def test_model_keeps_channels_last_and_accepts_nchw_inputs():
+    model = SINet().eval()
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.dim() == 4)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        out = model(x)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(out, model(x.contiguous(memory_format=torch.channels_last)))
+    shuffled = channel_shuffle(torch.randn(2, 8, 5, 5).contiguous(memory_format=torch.channels_last), 2, 8)
+    assert shuffled.is_contiguous(memory_format=torch.channels_last)
+
+
+# OpenVINO runs in a child process: loaded into the pytest process after a Ray test, its threading runtime made a
+# later torch training test segfault (never seen outside that mix).
+OPENVINO_CHECK = """
+import sys, numpy as np, torch
+from pipeline.imageio import read_image
+from sinet.checkpoint import load_model
+from sinet.export import export_onnx, openvino_request, openvino_supports
+model, preprocessing, _ = load_model(sys.argv[1])
+path = export_onnx(model, preprocessing, sys.argv[2], dynamic_batch=False)
+requests = {"f32": openvino_request(path, threads=1)}
+if openvino_supports("bf16"):
+    requests["bf16"] = openvino_request(path, threads=1, precision="bf16")
+for photo in sys.argv[3:]:
+    x = preprocessing(read_image(photo))
+    with torch.inference_mode():
+        expected = model(x).numpy()
+    for precision, request in requests.items():
+        actual = next(iter(request.infer({0: x.numpy()}).values()))
+        print(precision, np.abs(expected - actual).max(), (expected.argmax(1) == actual.argmax(1)).mean())
+"""
+
+
+@pytest.mark.slow
+def test_openvino_runs_the_export_like_torch_on_real_photos(official_weights, eg1800_dir, tmp_path):
+    pytest.importorskip("openvino")
+    photos = [str(eg1800_dir / "images" / f"{stem}.jpg") for stem in ("00002", "00004", "00007")]
+    done = subprocess.run([sys.executable, "-c", OPENVINO_CHECK, str(official_weights),
+                           str(tmp_path / "official.onnx"), *photos], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [line.split() for line in done.stdout.splitlines()]
+    assert len(lines) >= 3
+    for precision, difference, agreement in lines:
+        if precision == "f32":
+            assert float(difference) < 1e-3 and float(agreement) > 0.999
+        else:  # bfloat16 arithmetic: the same mask up to a few boundary pixels
+            assert float(agreement) > 0.995
+
+
+@pytest.mark.slow
+def test_bench_times_every_form_against_lraspp(tmp_path):
+    out = tmp_path / "bench.json"
+    done = subprocess.run([str(Path(sys.executable).parent / "sinet"), "bench", "--threads", "1", "--rounds", "1",
+                           "--runs", "1", "--seconds", "0", "--no-compile", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    expected = {"sinet eager", "sinet folded", "sinet torchscript", "sinet onnxruntime", "lraspp"}
+    assert expected <= set(report["latency"]) and report["params"] == 86_910
+    assert all(row["ms"] > 0 for row in report["latency"].values())
+    assert report["fastest_form"] in report["latency"] and report["fastest_torch_form"] in report["latency"]
+    assert report["ratios"]["sinet_eager_vs_lraspp"] == pytest.approx(
+        report["latency"]["lraspp"]["ms"] / report["latency"]["sinet eager"]["ms"])

@@ -292,7 +292,7 @@ def bench_command(
                   f"({report['fastest_form']}) = {ratios['fastest_vs_sinet_eager']:.2f}x SINet eager, "
                   f"{ratios['fastest_fps']:.0f} FPS; fastest torch form ({report['fastest_torch_form']}) = "
                   f"{ratios['fastest_torch_vs_sinet_eager']:.2f}x; onnxruntime = "
-                  f"{ratios['onnxruntime_vs_sinet_eager']:.2f}x SINet eager. Load average {report['conditions']['load_average'][0]:.1f} on "
-                  f"{report['conditions']['cpus']} CPUs.")
+                  f"{ratios['onnxruntime_vs_sinet_eager']:.2f}x SINet eager. Load average "
+                  f"{report['conditions']['load_average'][0]:.1f} on {report['conditions']['cpus']} CPUs.")
     if json_out is not None:
         _write_json(json_out, report)

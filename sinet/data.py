@@ -74,18 +74,20 @@ class SegmentationDataset(Dataset):
         transform: an albumentations pipeline producing ``size``² images and masks (see ``sinet.transforms``).
         preprocessing: normalisation stored in the checkpoint (its ``size`` must match the transform's output).
         label_stride: labels are nearest-downsampled by this factor (8 for the stage-1 encoder, 1 otherwise).
+        decoded: decoded pairs by sample index, shared with another dataset over the same samples (the next
+            training stage), so :meth:`preload` decodes them once.
 
     ``dataset[i]`` serves sample ``i`` with the transform's current random state (fine for deterministic
     transforms); ``dataset[(i, seed)]`` reseeds the transform with ``seed`` first (training).
     """
 
     def __init__(self, samples: Sequence[EvalItem], transform: A.Compose, preprocessing: Preprocessing,
-                 label_stride: int = 1):
+                 label_stride: int = 1, decoded: dict[int, tuple[np.ndarray, np.ndarray]] | None = None):
         self.samples = list(samples)
         self.transform = transform
         self.preprocessing = preprocessing
         self.label_stride = label_stride
-        self.decoded: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.decoded = {} if decoded is None else decoded
 
     def preload(self, max_bytes: int) -> int:
         """Keep decoded photo/mask pairs in memory, in sample order, up to ``max_bytes``; returns how many.
@@ -97,6 +99,8 @@ class SegmentationDataset(Dataset):
         Args:
             max_bytes: memory budget for the decoded arrays (0 = none).
         """
+        if self.decoded:
+            return len(self.decoded)  # filled already, e.g. by the previous stage's dataset
         used = 0
         with Progress(transient=True) as progress:
             for index in progress.track(range(len(self.samples)), description="decoding photos into memory"):

@@ -6,8 +6,8 @@ logits at full resolution). Both take ``(N, 3, H, W)`` with H and W multiples of
 
 Both keep their weights and activations in the channels-last (NHWC) memory format: it is oneDNN's native layout,
 so none of SINet's 52 small convolutions pays a layout reorder. On this 2-core CPU that made batch-1 inference
-1.25x and a stage-2 training step 1.18x faster. Shapes, state-dict keys and values are unchanged; only strides
-differ, and NCHW inputs are accepted (converted on entry).
+about 1.3x faster (a training step is about as fast as in NCHW). Shapes, state-dict keys and values are
+unchanged; only strides differ, and NCHW inputs are accepted (converted on entry).
 """
 
 from __future__ import annotations

@@ -161,6 +161,11 @@ class TrainConfig:
     def band(self, stage: int) -> int:
         return self.stage1_band if stage == 1 else self.stage2_band
 
+    @property
+    def cache_bytes(self) -> int:
+        """:attr:`cache_gb` in bytes."""
+        return int(self.cache_gb * 2**30)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -352,8 +357,8 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def auto_workers(device: torch.device) -> int:
-    """DataLoader workers when none are asked for: on a CPU, only the cores the training step leaves free.
+def auto_workers(device: torch.device, requested: int | None = None) -> int:
+    """DataLoader workers: ``requested``, or when None, on a CPU only the cores the training step leaves free.
 
     With the decoded photos in memory a sample costs ~2 ms of one core; a worker process competing with the
     step's OpenMP threads for the same cores stalls them at every barrier (2 cores here: 23.7 img/s with one
@@ -361,7 +366,10 @@ def auto_workers(device: torch.device) -> int:
 
     Args:
         device: where the training step runs.
+        requested: the workers asked for (None = choose).
     """
+    if requested is not None:
+        return requested
     cores = os.cpu_count() or 1
     if device.type == "cpu":
         return max(0, cores - torch.get_num_threads())
@@ -435,6 +443,7 @@ class Trainer:
                              f"{', '.join(map(str, config.manifests))}")
         self.val_items = manifest_samples(config.val_manifests or config.manifests, config.val_split)
         self.weights = class_weights(self.pixel_counts) if config.class_weighting else None
+        self.decoded: dict = {}  # decoded training pairs, filled once and shared by both stages' datasets
 
     def _fresh_state(self) -> dict:
         if self.dist.main:
@@ -466,8 +475,8 @@ class Trainer:
         self.compiled = torch.compile(self.model, dynamic=False) if config.compile else self.model
         self.criterion = BoundaryAwareLoss(config.band(stage), config.boundary_weight, self.weights).to(self.device)
         self.train_set = SegmentationDataset(self.samples, train_transform(self.augmentation), self.preprocessing,
-                                             stride)
-        self.train_set.preload(int(config.cache_gb * 2**30))
+                                             stride, decoded=self.decoded)
+        self.train_set.preload(config.cache_bytes)
         self.val_set = ValidationSet.load(self.val_items, self.preprocessing, stride) if self.dist.main else None
         if self.val_set is not None:
             known = {row["id"] for row in self.skipped}
@@ -543,8 +552,8 @@ class Trainer:
             step_schedule(self.scheduler)
         sampler = EpochSampler(len(self.train_set), config.seed, stage, epoch, start=state["step"] * batch,
                                rank=self.dist.rank, world_size=self.dist.world_size)
-        workers = auto_workers(self.device) if config.workers is None else config.workers
-        loader = DataLoader(self.train_set, batch_size=batch, sampler=sampler, num_workers=workers,
+        loader = DataLoader(self.train_set, batch_size=batch, sampler=sampler,
+                            num_workers=auto_workers(self.device, config.workers),
                             worker_init_fn=_init_worker, pin_memory=self.device.type == "cuda",
                             persistent_workers=False)
         self.model.train()
@@ -699,7 +708,7 @@ def training_throughput(manifest: str | os.PathLike, stage: int, batches: int = 
         manifest: a manifest whose ``split`` rows (accepted, with masks) supply the photos.
         stage: 1 (encoder on 28² labels) or 2 (full SINet at 224²).
         batches: timed batches.
-        workers: DataLoader workers (None = :func:`auto_workers`).
+        workers: DataLoader workers (None: :func:`auto_workers` chooses).
         batch_size: batch size (default 36 in stage 1, 24 in stage 2).
         threads: torch threads of the training step (None = leave torch's setting).
         split: split to draw photos from.
@@ -715,10 +724,9 @@ def training_throughput(manifest: str | os.PathLike, stage: int, batches: int = 
     samples = (samples * math.ceil((batches + 1) * batch / len(samples)))[:(batches + 1) * batch]
     dataset = SegmentationDataset(samples, train_transform(config.augmentation), PRESETS[config.preprocessing],
                                   STAGE1_LABEL_STRIDE if stage == 1 else 1)
-    dataset.preload(int(config.cache_gb * 2**30))
+    dataset.preload(config.cache_bytes)
     loader = DataLoader(dataset, batch_size=batch, sampler=EpochSampler(len(dataset), 0, stage, 0),
-                        num_workers=auto_workers(torch.device("cpu")) if workers is None else workers,
-                        worker_init_fn=_init_worker)
+                        num_workers=auto_workers(torch.device("cpu"), workers), worker_init_fn=_init_worker)
     device = torch.device("cpu")
     model = build_model(stage, 0)
     criterion = BoundaryAwareLoss(config.band(stage), config.boundary_weight, class_weights([3, 1]))

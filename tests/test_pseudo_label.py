@@ -102,7 +102,7 @@ def test_signals_as_functions_of_the_probability_map():
     assert blurry_signals["uncertain_share"] == 1.0 and blurry_signals["boundary_sharpness"] == pytest.approx(0.7)
     assert blurry_signals["priority"] == 1.0 > crisp_signals["priority"]  # priority = share of uncertain pixels
     outside = sg.quality_signals(crisp, crisp, (0, 0, 15, 15))  # the face is not in the person mask
-    assert outside["face_in_mask"] == 0.0  # recorded for reviewers; it predicted nothing (AUC ~0.45), so not in priority
+    assert outside["face_in_mask"] == 0.0  # recorded for reviewers; it predicted nothing (AUC ~0.45): not in priority
     shifted = np.roll(crisp, 20, axis=1)  # the mirror pass disagrees
     disagreeing = sg.quality_signals(crisp, shifted)
     assert disagreeing["flip_agreement"] == pytest.approx(20 / 60)

@@ -85,12 +85,12 @@ def run_ray(teacher: str | os.PathLike, out_dir: str | os.PathLike, items: Seque
 
     if not ray.is_initialized():
         start_local_ray()
+    resources = ray.cluster_resources()
     if gpus_per_actor is None:
-        gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        gpus_per_actor = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
     # Every actor takes one CPU. Asking for more than the cluster has leaves Ray Data waiting for actors that
     # cannot start (here: 2 loaders + 1 model on num_cpus=2 delayed the first mask by over two minutes).
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    loaders = max(1, min(options.workers, cpus - actors))
+    loaders = max(1, min(options.workers, int(resources.get("CPU", 1)) - actors))
     dataset = ray.data.from_items([{"key": key, "item": pickle.dumps(item)} for key, item in items],
                                   override_num_blocks=max(1, min(len(items) // max(1, options.batch_size), 64)))
     loaded = dataset.map_batches(_Loader, fn_constructor_args=(options,), batch_size=options.batch_size,

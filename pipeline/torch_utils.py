@@ -40,8 +40,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """Mixed precision on CUDA (bf16 where supported, else fp16); a no-op elsewhere (CPU autocast is slower here)."""
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bfloat16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and slow."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def autocast(device: torch.device, cpu_bf16: bool = False) -> contextlib.AbstractContextManager:
+    """Mixed precision on CUDA (bf16 where supported, else fp16); on a CPU only when ``cpu_bf16`` is asked for
+    and the CPU runs bf16 natively (it pays for large convolutions, not for SINet's small ones); else a no-op.
+
+    Args:
+        device: where the model runs.
+        cpu_bf16: allow bf16 autocast on a CPU with native bf16.
+    """
+    if device.type == "cpu" and cpu_bf16 and cpu_has_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     if device.type != "cuda":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -33,6 +33,9 @@ def train_teacher_command(
     max_minutes: Annotated[float, typer.Option(help="Stop and save after this many minutes (0 = no limit).")] = 0.0,
     max_steps: Annotated[int, typer.Option(help="Stop and save after this many steps in this run (0 = none).")] = 0,
     val_limit: Annotated[int, typer.Option(help="Validate on at most this many val rows (0 = all).")] = 0,
+    val_split: Annotated[str, typer.Option(help="Split of the validation rows (e.g. holdout).")] = "val",
+    decoder_channels: Annotated[int, typer.Option(help="DeepLabV3+ decoder width.")] = 256,
+    cpu_bf16: Annotated[bool, typer.Option(help="bf16 autocast on CPUs with native bf16.")] = True,
 ) -> None:
     """Fine-tune the DeepLabV3+ teacher on manifests of real masks."""
     from pipeline.cli import fail
@@ -46,7 +49,8 @@ def train_teacher_command(
     options = TrainOptions(manifests=manifest, out=out, encoder=encoder, encoder_weights=encoder_weights, init=init,
                            resume=resume, input_size=input_size, batch_size=batch_size, epochs=epochs, lr=lr,
                            workers=workers, device=device, seed=seed, max_minutes=max_minutes, max_steps=max_steps,
-                           val_limit=val_limit)
+                           val_limit=val_limit, val_split=val_split, decoder_channels=decoder_channels,
+                           cpu_bf16=cpu_bf16)
     try:
         train_teacher(options)
     except (EncoderWeightsUnavailable, CheckpointError, ManifestError, ValueError, KeyError) as error:

@@ -57,6 +57,10 @@ class TrainOptions:
             then follows whichever of steps and time is further along, so it anneals within the budget.
         max_steps: stop (and save) after this many optimizer steps in this run; 0 = no limit.
         val_limit: validate on at most this many val rows (0 = all).
+        val_split: the ``split`` value of the validation rows (e.g. ``holdout``: photos kept out of training
+            that are not the reported val set).
+        decoder_channels: width of the DeepLabV3+ decoder.
+        cpu_bf16: bf16 autocast on CPUs that run bf16 natively (about 1.8x faster steps at 320 px).
     """
 
     manifests: Sequence[Path]
@@ -75,14 +79,17 @@ class TrainOptions:
     max_minutes: float = 0.0
     max_steps: int = 0
     val_limit: int = 0
+    val_split: str = "val"
+    decoder_channels: int = 256
+    cpu_bf16: bool = True
 
 
-def split_rows(paths: Sequence[Path]) -> tuple[mf.Manifest, mf.Manifest]:
-    """Training and validation rows from the manifests: rows with a mask, not rejected."""
+def split_rows(paths: Sequence[Path], val_split: str = "val") -> tuple[mf.Manifest, mf.Manifest]:
+    """Training and ``val_split`` rows from the manifests: rows with a mask, not rejected."""
     combined = mf.concat([mf.load(p) for p in paths], root=Path.cwd(), prefix_ids=False)
     usable = combined.frame[(combined.frame["mask"] != "") & (combined.frame["status"] != "rejected")]
     usable = mf.Manifest(usable.reset_index(drop=True), combined.root)
-    return mf.select(usable, split="train"), mf.select(usable, split="val")
+    return mf.select(usable, split="train"), mf.select(usable, split=val_split)
 
 
 def data_hash(rows: mf.Manifest) -> str:
@@ -211,12 +218,13 @@ def train_teacher(options: TrainOptions) -> dict:
     """Train (or resume) and write the checkpoint; returns the final validation metrics."""
     seed_everything(options.seed)
     device = pick_device(options.device)
-    train_rows, val_rows = split_rows(options.manifests)
+    train_rows, val_rows = split_rows(options.manifests, options.val_split)
     if not len(train_rows):
         raise ValueError("no training rows: the manifests need rows with split 'train' and a mask")
     if options.val_limit and len(val_rows) > options.val_limit:
         val_rows = mf.Manifest(val_rows.frame.iloc[:options.val_limit], val_rows.root)
-    config = TeacherConfig(encoder=options.encoder, input_size=options.input_size)
+    config = TeacherConfig(encoder=options.encoder, input_size=options.input_size,
+                           decoder_channels=options.decoder_channels)
     state = read_checkpoint(options.out) if options.resume and options.out.exists() else None
     if state is not None:
         config = TeacherConfig.from_dict(state["config"])
@@ -278,7 +286,7 @@ def train_teacher(options: TrainOptions) -> dict:
                                          / options.max_minutes)
                 for group in optimizer.param_groups:
                     group["lr"] = cosine_lr(options.lr, progress_share)
-                with autocast(device):
+                with autocast(device, options.cpu_bf16):
                     loss = segmentation_loss(model(images), masks)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()

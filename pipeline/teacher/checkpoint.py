@@ -24,9 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.atomic import atomic_path
 from pipeline.teacher.model import TeacherConfig, build_model
-from pipeline.torch_utils import CheckpointError, load_weights_only
+from sinet_plus.errors import UserError
+from sinet_plus.files import atomic_path
+from sinet_plus.torch_utils import CheckpointError, load_weights_only
 
 FORMAT = "sinet-plus-teacher/1"
 
@@ -103,7 +104,7 @@ def load_teacher(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         config = TeacherConfig.from_dict(payload["config"])
         model = build_model(config)
         model.load_state_dict(payload["state_dict"], strict=True)
-    except (KeyError, ValueError, RuntimeError) as error:
+    except (KeyError, ValueError, RuntimeError, UserError) as error:
         raise CheckpointError(path, f"weights do not fit the stored config: {str(error)[:300]}") from None
     return Teacher(model.to(device).eval(), config, file_hash(path), dict(payload.get("val", {})),
                    str(payload.get("data_hash", "")))

@@ -5,9 +5,9 @@ The work splits in two per-item halves that every engine shares:
 * :func:`load_photo` (loader side: DataLoader workers or Ray loading actors): read the photo, find the
   largest face with MTCNN, resize for the model. A photo that cannot be read becomes a recorded skip.
 * :class:`Labeler` (model side: the main process or a Ray model actor): one call per batch predicts, computes
-  the signals, writes the mask PNGs atomically and returns one :class:`~pipeline.stage.Outcome` per photo.
+  the signals, writes the mask PNGs atomically and returns one :class:`~sinet_plus.stage.Outcome` per photo.
 
-:func:`pseudo_label` plans the items and hands an engine to :func:`pipeline.stage.run_stage`, which journals
+:func:`pseudo_label` plans the items and hands an engine to :func:`sinet_plus.stage.run_stage`, which journals
 outcomes, resumes, and writes ``manifest.csv`` and ``skipped.csv``.
 """
 
@@ -25,13 +25,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline import manifest as mf
-from pipeline.imageio import ImageReadError, list_photos, read_image, write_mask, write_png
-from pipeline.stage import ERROR_REASON, Outcome, StageSummary, claim_folder, run_stage
 from pipeline.teacher.checkpoint import load_teacher
 from pipeline.teacher.inference import Prediction, Predictor, resize_for_model
 from pipeline.teacher.signals import merged, quality_signals
-from pipeline.torch_utils import pick_device
+from sinet_plus import manifest as mf
+from sinet_plus.errors import PathError
+from sinet_plus.imageio import ImageReadError, list_photos, read_image, write_mask, write_png
+from sinet_plus.stage import ERROR_REASON, Outcome, StageSummary, claim_folder, run_stage
+from sinet_plus.torch_utils import pick_device
 
 CARRIED = ("origin", "origin_stem", "crop_x0", "crop_y0", "crop_x1", "crop_y1", "face_x0", "face_y0", "face_x1",
            "face_y1", "face_prob", "crop_shift_x", "crop_shift_y", "crop_clipped", "person_coverage")
@@ -94,7 +95,7 @@ def plan_items(source: str | os.PathLike) -> list[tuple[str, PhotoItem]]:
     """``(key, item)`` pairs for a folder of photos (key = file stem) or a manifest (key = row id).
 
     Raises:
-        FileNotFoundError: ``source`` does not exist.
+        PathError: ``source`` does not exist.
         ManifestError: an invalid manifest.
     """
     source = Path(source)
@@ -103,7 +104,7 @@ def plan_items(source: str | os.PathLike) -> list[tuple[str, PhotoItem]]:
                                        {"origin": photo.absolute(), "origin_stem": photo.stem}))
                 for photo in list_photos(source)]
     if not source.exists():
-        raise FileNotFoundError(f"{source}: no such folder or manifest")
+        raise PathError(source, "no such folder or manifest")
     manifest = mf.load(source)
     items = []
     for _, row in manifest.frame.iterrows():
@@ -272,7 +273,7 @@ def pseudo_label(source: str | os.PathLike, teacher: str | os.PathLike, out_dir:
 
     Raises:
         CheckpointError: the teacher cannot be loaded (checked before any photo is read).
-        ValueError: ``out_dir`` holds output of another teacher or other options (resuming would mix them).
+        UserError: ``out_dir`` holds output of another teacher or other options (resuming would mix them).
     """
     items = plan_items(source)
     if engine == "ray":

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.atomic import atomic_path
+from sinet_plus.errors import UserError
+from sinet_plus.files import atomic_path
 
 REQUIRED = ("id", "image", "mask", "source", "split", "status")
 """Columns every manifest has."""
@@ -71,7 +72,7 @@ COLUMNS: dict[str, str] = {
 }
 
 
-class ManifestError(Exception):
+class ManifestError(UserError):
     """A manifest that cannot be read or is not valid; the message lists every problem."""
 
 

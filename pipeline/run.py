@@ -39,7 +39,7 @@ from rich.live import Live
 from rich.text import Text
 
 from sinet_plus.errors import UserError
-from sinet_plus.files import write_text_atomic
+from sinet_plus.files import file_hash, write_text_atomic
 
 RECORDS = ".run"
 """Folder under the run's output folder holding one JSON record per step."""
@@ -104,19 +104,10 @@ class StepResult:
 
 # ---- fingerprints ----
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def input_digest(path: Path) -> str:
     """A file's content hash; a folder's names, sizes and modification times (photos are not re-read)."""
     if path.is_file():
-        return file_digest(path)
+        return file_hash(path)
     if path.is_dir():
         listing = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
                          for p in path.rglob("*") if p.is_file())
@@ -310,8 +301,8 @@ def command(name: str) -> list[str]:
 
 
 def options_argv(options: dict[str, Any]) -> list[str]:
-    """Command-line options from a config table: ``{"time-budget": 30, "flip": False}`` →
-    ``--time-budget 30 --no-flip``; lists repeat the option; ``True`` gives the bare flag."""
+    """Command-line options from a config table: ``{"time-budget": 30, "mirror": False}`` →
+    ``--time-budget 30 --no-mirror``; lists repeat the option; ``True`` gives the bare flag."""
     argv: list[str] = []
     for key, value in options.items():
         flag = "--" + key.replace("_", "-")

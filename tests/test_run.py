@@ -111,8 +111,8 @@ def test_grouped_commands_run_together(tmp_path):
 
 
 def test_options_become_command_line_flags():
-    assert options_argv({"time-budget": 30, "flip": False, "compile": True, "manifest": ["a", "b"],
-                         "batch_size": 2}) == ["--time-budget", "30", "--no-flip", "--compile", "--manifest", "a",
+    assert options_argv({"time-budget": 30, "mirror": False, "compile": True, "manifest": ["a", "b"],
+                         "batch_size": 2}) == ["--time-budget", "30", "--no-mirror", "--compile", "--manifest", "a",
                                                "--manifest", "b", "--batch-size", "2"]
 
 

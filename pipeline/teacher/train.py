@@ -91,7 +91,8 @@ class TrainOptions:
 
     def __post_init__(self):
         if self.encoder_weights not in ENCODER_WEIGHTS:
-            raise UserError(f"encoder_weights must be one of {', '.join(ENCODER_WEIGHTS)}, not {self.encoder_weights!r}")
+            raise UserError(f"encoder_weights must be one of {', '.join(ENCODER_WEIGHTS)}, "
+                            f"not {self.encoder_weights!r}")
 
 
 def split_rows(paths: Sequence[Path], val_split: str = "val") -> tuple[mf.Manifest, mf.Manifest]:

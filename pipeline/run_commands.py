@@ -7,7 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from sinet_plus.cli import stderr
 
 WAITING_EXIT = 2
 """Exit code when the run stopped to wait for human review (nothing failed)."""
@@ -56,30 +59,24 @@ def run_command(
     """Photos → crop-baidu → teacher → pseudo-label → review → export → sinet train → sinet eval.
 
     Each step is skipped when its outputs are current; one summary at the end."""
-    from pipeline.cli import fail
-    from pipeline.run import Runner, RunError, WaitingForReview, subprocess_env
+    from pipeline.run import Runner, WaitingForReview, subprocess_env
     from pipeline.run_plan import load_config, plan
 
     console = Console() if Console().is_terminal else Console(width=150)  # logs: no wrapping at 80 columns
-    try:
-        config = load_config(config_path, auto_accept, teacher)
-        steps = plan(config, stop_after)
-    except RunError as error:
-        raise fail(str(error))
+    config = load_config(config_path, auto_accept, teacher)
+    steps = plan(config, stop_after)
     runner = Runner(config.out, subprocess_env(config.threads), console, force=force)
-    code, message = 0, ""
+    waiting = None
     try:
         runner.run(steps)
-    except WaitingForReview as waiting:
-        code, message = WAITING_EXIT, f"[yellow]waiting for review:[/] {waiting}"
-    except RunError as error:
-        code, message = 1, f"[bold red]error:[/] {error}"
-    console.print(summary_table(runner.results))
-    print_outputs(console, config)
-    if message:
-        Console(stderr=True).print(message)
-    if code:
-        raise typer.Exit(code)
+    except WaitingForReview as stop:
+        waiting = stop
+    finally:  # a failed step (RunError) is reported by the toolkit after the summary: one line, exit code 1
+        console.print(summary_table(runner.results))
+        print_outputs(console, config)
+    if waiting is not None:
+        stderr.print(f"[yellow]waiting for review:[/] {escape(str(waiting))}", soft_wrap=True)
+        raise typer.Exit(WAITING_EXIT)
 
 
 def register(app: typer.Typer) -> None:

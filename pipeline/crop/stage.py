@@ -2,8 +2,8 @@
 
 :func:`crop_photo` takes a photo, its mask and the detected faces and returns the crops (arrays and their
 provenance) and the rejections; :func:`process_photo` reads the files, detects faces, writes the crops
-atomically and turns the result into an :class:`~pipeline.stage.Outcome`; :func:`run` plans the items and
-hands them to :func:`~pipeline.stage.run_stage` and :func:`~pipeline.stage.map_items`.
+atomically and turns the result into an :class:`~sinet_plus.stage.Outcome`; :func:`run` plans the items and
+hands them to :func:`~sinet_plus.stage.run_stage` and :func:`~sinet_plus.stage.map_items`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,19 @@ import numpy as np
 
 from pipeline.crop.faces import DetectorSettings, Face, FaceDetector
 from pipeline.crop.framing import CropBox, FramingRule, frame_face
-from pipeline.crop.rules import (NO_FACE, PHOTO_TOO_SMALL, Rejection, SelectionRules, check_coverage, check_face,
-                                 check_mask, person_share)
-from pipeline.imageio import list_photos, read_image, read_mask, write_jpeg, write_mask
-from pipeline.manifest import Manifest
-from pipeline.stage import Outcome, StageSummary, claim_folder, map_items, run_stage
+from pipeline.crop.rules import (
+    NO_FACE,
+    PHOTO_TOO_SMALL,
+    Rejection,
+    SelectionRules,
+    check_coverage,
+    check_face,
+    check_mask,
+    person_share,
+)
+from sinet_plus.imageio import list_photos, read_image, read_mask, write_jpeg, write_mask
+from sinet_plus.manifest import Manifest
+from sinet_plus.stage import Outcome, StageSummary, claim_folder, map_items, run_stage
 
 SOURCE = "baidu_crop"
 MISSING_MASK = "missing_mask"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import manifest as mf
 from pipeline.review.store import Store
+from sinet_plus import manifest as mf
 
 
 def iso(seconds: float) -> str:
@@ -44,7 +44,7 @@ def export_manifest(store: Store, out: str | os.PathLike, bases: list[Path] = ()
                     with_rejected: bool = False) -> tuple[mf.Manifest, int]:
     """The accepted items (and the rejected ones when asked) stacked with ``bases``, rooted at ``out``'s folder.
 
-    Returns the manifest and how many reviewed rows it holds. Raises :class:`~pipeline.manifest.ManifestError`
+    Returns the manifest and how many reviewed rows it holds. Raises :class:`~sinet_plus.manifest.ManifestError`
     when a base manifest is invalid or its ids clash with reviewed ones.
     """
     items = store.items_frame().set_index("key")

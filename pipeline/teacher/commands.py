@@ -64,7 +64,8 @@ def pseudo_label_command(
     images: Annotated[Path, typer.Argument(help="Folder of photos, or a manifest (e.g. crop-baidu's output).")],
     teacher: Annotated[Path, typer.Option(help="Teacher checkpoint from train-teacher.")],
     out: Annotated[Path, typer.Option(help="Output folder: masks/, soft/, manifest.csv, skipped.csv.")],
-    long_side: Annotated[int, typer.Option(help="Photos are resized so their long side is this (multiple of 32).")
+    long_side: Annotated[Optional[int], typer.Option(help="DeepLabV3+ members predict at this long side (multiple "
+                                                          "of 32) instead of the teacher's own test-time sizes.")
                          ] = LABEL.long_side,
     mirror: Annotated[bool, typer.Option(help="Also predict the mirror image: flip test-time augmentation and the "
                                               "flip_agreement signal (a second forward pass).")] = LABEL.mirror,

@@ -1,162 +1,32 @@
-"""`pipeline run`: one command from photos to a trained and evaluated SINet, each stage skipped when current.
-
-The orchestrator is deliberately thin. It turns a TOML config (:mod:`pipeline.run_config`) into a list of
-:class:`Step` s and runs them in order:
-
-- the heavy stages (``crop-baidu``, ``train-teacher``, ``pseudo-label``, ``sinet predict/train/eval``) run as
-  **subprocesses of their own commands**. The commands are the stages' contracts, so the orchestrator adds no
-  second way to call them; each keeps its own option parsing, error messages, progress and resume logic; and a
-  subprocess per stage gives every stage its own thread setting and frees its memory (a teacher, MTCNN and two
-  SINet trainings never share one Python heap). Starting a command costs ~2 s, nothing next to the stages.
-- the cheap review steps (queue, auto-accept, export) run **in process** on the review store's Python core:
-  they are a few SQLite transactions, and auto-accept has no command of its own.
-
-**Skipping.** Each step has a fingerprint: SHA-256 over its command (or its settings), the content of its
-external inputs (file bytes; a folder's names, sizes and modification times) and the fingerprints of the steps
-it reads from. A record ``<out>/.run/<step>.json`` is written when the step starts (``running``) and when it
-succeeds (``done``). A step is skipped when its record is ``done`` with the same fingerprint and its outputs
-exist; a ``running`` record with the same fingerprint means an interrupted run, so the step is resumed (its
-command's ``--resume`` flag where it has one; the per-item stages resume by themselves); a different fingerprint
-removes the step's own outputs first, so stale partial results are never mixed with new ones.
-"""
+"""Runs the steps of ``pipeline run`` in order: skips the current ones, resumes interrupted ones, logs each
+subprocess, and records every step (see :mod:`pipeline.run`)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from pipeline.run.step import (
+    LOGS,
+    RunError,
+    Step,
+    StepResult,
+    WaitingForReview,
+    fingerprint,
+    plan_state,
+    read_record,
+    remove,
+    write_record,
+)
 from sinet_plus.errors import UserError
-from sinet_plus.files import file_hash, write_text_atomic
 
-RECORDS = ".run"
-"""Folder under the run's output folder holding one JSON record per step."""
-
-LOGS = "logs"
-"""Folder under the run's output folder holding one log per subprocess step."""
-
-
-class RunError(UserError):
-    """A step failed or cannot start; the message names the step and where its log is."""
-
-
-class WaitingForReview(Exception):
-    """The run stopped because items wait for a human decision; the message says how to review them."""
-
-
-@dataclass
-class Step:
-    """One unit of the run.
-
-    Args:
-        name: unique name, also the record's and the log's file name (``fullbody-crop``).
-        title: what it does, for the summary table.
-        outputs: files or folders that must exist for the step to count as done.
-        command: argv of a stage command (run as a subprocess), or ``None`` for an in-process ``action``.
-        action: in-process work returning a one-line note for the summary.
-        inputs: external files and folders whose content decides the result.
-        after: names of steps whose outputs this one reads (their fingerprints enter this one's).
-        owns: files and folders removed before a rerun with another fingerprint (default: ``outputs``).
-        resume: (flag, file): the flag is appended to ``command`` when an interrupted run of the same
-            fingerprint is resumed and the file it resumes from exists (``("--resume", out / "last.pt")``).
-        group: consecutive steps with the same group run at the same time (e.g. two trainings).
-        state: extra values for the fingerprint, computed when the step is reached (e.g. review verdicts).
-        note: one-line note for the summary when the step ran as a command (e.g. a figure from its output).
-    """
-
-    name: str
-    title: str
-    outputs: list[Path]
-    command: list[str] | None = None
-    action: Callable[[], str] | None = None
-    inputs: list[Path] = field(default_factory=list)
-    after: tuple[str, ...] = ()
-    owns: list[Path] | None = None
-    resume: tuple[str, Path] | None = None
-    group: str | None = None
-    state: Callable[[], Any] | None = None
-    note: Callable[[], str] | None = None
-
-
-@dataclass
-class StepResult:
-    """What happened to a step: ``ran``, ``resumed``, ``skipped`` (current), ``failed`` or ``waiting``."""
-
-    name: str
-    title: str
-    status: str
-    seconds: float = 0.0
-    note: str = ""
-    log: Path | None = None
-
-
-# ---- fingerprints ----
-
-def input_digest(path: Path) -> str:
-    """A file's content hash; a folder's names, sizes and modification times (photos are not re-read)."""
-    if path.is_file():
-        return file_hash(path)
-    if path.is_dir():
-        listing = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
-                         for p in path.rglob("*") if p.is_file())
-        return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
-    raise RunError(f"{path}: input not found")
-
-
-def fingerprint(step: Step, upstream: dict[str, str]) -> str:
-    """The step's fingerprint: its command or name, input digests, upstream fingerprints and extra state."""
-    payload = {"command": step.command or step.name,
-               "inputs": {str(p): input_digest(p) for p in step.inputs},
-               "after": {name: upstream[name] for name in step.after},
-               "state": step.state() if step.state else None}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-# ---- records ----
-
-def read_record(out: Path, name: str) -> dict | None:
-    """The step's last record, or ``None`` (never started, or an unreadable record)."""
-    try:
-        return json.loads((out / RECORDS / f"{name}.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def write_record(out: Path, name: str, **fields: Any) -> None:
-    write_text_atomic(out / RECORDS / f"{name}.json", json.dumps(fields, indent=2, default=str) + "\n")
-
-
-def plan_state(step: Step, record: dict | None, print_: str) -> str:
-    """``skip``, ``resume`` or ``fresh`` for a step whose current fingerprint is ``print_``."""
-    if record is None or record.get("fingerprint") != print_:
-        return "fresh"
-    if record.get("status") == "done" and all(p.exists() for p in step.outputs):
-        return "skip"
-    return "resume"
-
-
-def remove(paths: Sequence[Path]) -> None:
-    """Delete files and folders a step owns (before rerunning it with another fingerprint)."""
-    for path in paths:
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-
-
-# ---- execution ----
 
 class Runner:
     """Runs steps in order with skipping, logs and records.
@@ -292,28 +162,6 @@ def last_line(log: Path) -> str:
         return ""
     lines = [part for line in text.splitlines() for part in line.split("\r") if part.strip()]
     return lines[-1].strip()[:160] if lines else ""
-
-
-def command(name: str) -> list[str]:
-    """argv start of a console script of this installation (``pipeline`` or ``sinet``)."""
-    script = Path(sys.executable).with_name(name)
-    return [str(script)] if script.exists() else [name]
-
-
-def options_argv(options: dict[str, Any]) -> list[str]:
-    """Command-line options from a config table: ``{"time-budget": 30, "mirror": False}`` →
-    ``--time-budget 30 --no-mirror``; lists repeat the option; ``True`` gives the bare flag."""
-    argv: list[str] = []
-    for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            argv.append(flag if value else "--no-" + flag[2:])
-        elif isinstance(value, list):
-            for item in value:
-                argv += [flag, str(item)]
-        else:
-            argv += [flag, str(value)]
-    return argv
 
 
 def subprocess_env(threads: int | None) -> dict[str, str]:

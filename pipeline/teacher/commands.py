@@ -14,6 +14,7 @@ def register(app: typer.Typer) -> None:
     """Add this stage's commands to ``app``."""
     app.command("train-teacher")(train_teacher_command)
     app.command("pseudo-label")(pseudo_label_command)
+    app.command("build-teacher")(build_teacher_command)
 
 
 def train_teacher_command(
@@ -54,10 +55,13 @@ def train_teacher_command(
 
 def pseudo_label_command(
     images: Annotated[Path, typer.Argument(help="Folder of photos, or a manifest (e.g. crop-baidu's output).")],
-    teacher: Annotated[Path, typer.Option(help="Teacher checkpoint from train-teacher.")],
     out: Annotated[Path, typer.Option(help="Output folder: masks/, soft/, manifest.csv, skipped.csv.")],
-    long_side: Annotated[int, typer.Option(help="Photos are resized so their long side is this (multiple of 32).")
-                         ] = 512,
+    teacher: Annotated[Optional[Path], typer.Option(
+        help="Teacher: a train-teacher or sinet train checkpoint, or a build-teacher ensemble (default: the "
+             "shipped teacher).")] = None,
+    long_side: Annotated[Optional[int], typer.Option(
+        help="DeepLabV3+ members predict at this long side (multiple of 32) instead of the teacher's own sizes.")
+                         ] = None,
     flip: Annotated[bool, typer.Option(help="Also predict the mirror image: flip test-time augmentation and the "
                                             "flip_agreement signal (about twice the model time).")] = True,
     faces: Annotated[bool, typer.Option(help="Run MTCNN for the face_in_mask signal.")] = True,
@@ -72,9 +76,44 @@ def pseudo_label_command(
 ) -> None:
     """Predict a mask for every photo with quality signals and a review priority; resumable."""
     from pipeline.teacher.pseudo_label import LabelOptions, pseudo_label
+    from sinet.weights import TEACHER
 
     if engine not in ("local", "ray"):
         raise UserError(f"--engine must be 'local' or 'ray', not {engine!r}")
     options = LabelOptions(long_side=long_side, mirror=flip, faces=faces, soft=soft, batch_size=batch_size,
                            workers=workers, device=device)
-    pseudo_label(images, teacher, out, options, engine=engine, actors=actors, gpus_per_actor=gpus_per_actor)
+    pseudo_label(images, teacher or TEACHER, out, options, engine=engine, actors=actors,
+                 gpus_per_actor=gpus_per_actor)
+
+
+def build_teacher_command(
+    member: Annotated[list[Path], typer.Option(
+        help="Member checkpoint (repeatable): a train-teacher (DeepLabV3+) or sinet train (SINet) checkpoint; "
+             "FILE@S1,S2 predicts at these sizes (long side for DeepLabV3+, square side for SINet).")],
+    calibrate: Annotated[list[Path], typer.Option(
+        help="Manifest(s) holding the calibration rows: photos with human masks that no member was trained on.")],
+    out: Annotated[Path, typer.Option(help="Ensemble file to write.")],
+    split: Annotated[str, typer.Option(help="Split of the calibration rows (never the reported val set).")
+                     ] = "holdout",
+    target_precision: Annotated[float, typer.Option(
+        help="Share of auto-accepted calibration masks that must reach IoU 0.90.")] = 0.97,
+    card: Annotated[Optional[Path], typer.Option(help="JSON file of provenance (data, budgets) for the card.")
+                    ] = None,
+) -> None:
+    """Assemble teachers into one ensemble file calibrated on held-out photos: vote weights, priority rule and
+    the auto-accept rule, with the evidence in its card."""
+    import json
+
+    from pipeline.teacher.calibrate import build_teacher
+    from pipeline.teacher.ensemble import member_from_file
+
+    specs = []
+    for spec in member:
+        path, _, sizes = str(spec).partition("@")
+        try:
+            specs.append(member_from_file(path, sizes=[int(s) for s in sizes.split(",") if s]))
+        except ValueError:
+            raise UserError(f"--member {spec}: sizes must be integers, as in FILE@320,384") from None
+    provenance = json.loads(card.read_text()) if card else {}
+    evidence = build_teacher(specs, [str(p) for p in calibrate], split, str(out), target_precision, provenance)
+    typer.echo(json.dumps(evidence, indent=2))

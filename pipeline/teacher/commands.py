@@ -13,6 +13,8 @@ import typer
 
 from pipeline.teacher.pseudo_label import ENGINES, LabelOptions, pseudo_label
 from pipeline.teacher.train import ENCODER_WEIGHTS, TrainOptions, train_teacher
+from sinet.weights import TEACHER
+from sinet_plus.errors import UserError
 
 TRAIN = TrainOptions(manifests=[], out=Path())
 LABEL = LabelOptions()
@@ -22,6 +24,7 @@ def register(app: typer.Typer) -> None:
     """Add this stage's commands to ``app``."""
     app.command("train-teacher")(train_teacher_command)
     app.command("pseudo-label")(pseudo_label_command)
+    app.command("build-teacher")(build_teacher_command)
 
 
 def train_teacher_command(
@@ -62,8 +65,10 @@ def train_teacher_command(
 
 def pseudo_label_command(
     images: Annotated[Path, typer.Argument(help="Folder of photos, or a manifest (e.g. crop-baidu's output).")],
-    teacher: Annotated[Path, typer.Option(help="Teacher checkpoint from train-teacher.")],
     out: Annotated[Path, typer.Option(help="Output folder: masks/, soft/, manifest.csv, skipped.csv.")],
+    teacher: Annotated[Optional[Path], typer.Option(
+        help="Teacher: a train-teacher or sinet train checkpoint, or a build-teacher ensemble (default: the "
+             "shipped teacher).")] = None,
     long_side: Annotated[Optional[int], typer.Option(help="DeepLabV3+ members predict at this long side (multiple "
                                                           "of 32) instead of the teacher's own test-time sizes.")
                          ] = LABEL.long_side,
@@ -81,6 +86,39 @@ def pseudo_label_command(
                                                                  "cluster has GPUs, else 0).")] = LABEL.gpus_per_actor,
 ) -> None:
     """Predict a mask for every photo with quality signals and a review priority; resumable."""
-    pseudo_label(images, teacher, out, LabelOptions(
+    pseudo_label(images, teacher or TEACHER, out, LabelOptions(
         long_side=long_side, mirror=mirror, faces=faces, soft=soft, batch_size=batch_size, workers=workers,
         device=device, engine=engine, actors=actors, gpus_per_actor=gpus_per_actor))
+
+
+def build_teacher_command(
+    member: Annotated[list[Path], typer.Option(
+        help="Member checkpoint (repeatable): a train-teacher (DeepLabV3+) or sinet train (SINet) checkpoint; "
+             "FILE@S1,S2 predicts at these sizes (long side for DeepLabV3+, square side for SINet).")],
+    calibrate: Annotated[list[Path], typer.Option(
+        help="Manifest(s) holding the calibration rows: photos with human masks that no member was trained on.")],
+    out: Annotated[Path, typer.Option(help="Ensemble file to write.")],
+    split: Annotated[str, typer.Option(help="Split of the calibration rows (never the reported val set).")
+                     ] = "holdout",
+    target_precision: Annotated[float, typer.Option(
+        help="Share of auto-accepted calibration masks that must reach IoU 0.90.")] = 0.97,
+    card: Annotated[Optional[Path], typer.Option(help="JSON file of provenance (data, budgets) for the card.")
+                    ] = None,
+) -> None:
+    """Assemble teachers into one ensemble file calibrated on held-out photos: vote weights, priority rule and
+    the auto-accept rule, with the evidence in its card."""
+    import json
+
+    from pipeline.teacher.calibrate import build_teacher
+    from pipeline.teacher.ensemble import member_from_file
+
+    specs = []
+    for spec in member:
+        path, _, sizes = str(spec).partition("@")
+        try:
+            specs.append(member_from_file(path, sizes=[int(s) for s in sizes.split(",") if s]))
+        except ValueError:
+            raise UserError(f"--member {spec}: sizes must be integers, as in FILE@320,384") from None
+    provenance = json.loads(card.read_text()) if card else {}
+    evidence = build_teacher(specs, [str(p) for p in calibrate], split, str(out), target_precision, provenance)
+    typer.echo(json.dumps(evidence, indent=2))

@@ -17,8 +17,9 @@ through :func:`save_checkpoint` and resumes with :func:`load_checkpoint` (raw di
 inference uses :func:`load_model`.
 
 The official ``SINet.pth`` is a bare state_dict of tensors in the legacy pickle format; it loads with
-``weights_only=True`` as well. It is recognised by its exact key set (spec §1.4) and converted by
-:func:`convert_official_state_dict` with strict key matching; it always gets the ``OFFICIAL`` preprocessing.
+``weights_only=True`` as well. It is recognised by its exact key set (ours without the ``decoder.`` prefix) and
+converted by :func:`convert_official_state_dict` with strict key matching; it always gets the ``OFFICIAL``
+preprocessing.
 """
 
 from __future__ import annotations

@@ -115,8 +115,8 @@ class SegmentationDataset(Dataset):
     def preload(self, max_bytes: int) -> int:
         """Keep decoded photo/mask pairs in memory, in sample order, up to ``max_bytes``; returns how many.
 
-        Decoding a 600x800 JPEG and its PNG took 4.3 of the 6.3 ms a training sample costs on this CPU, and it
-        is the same every epoch. Call it before the DataLoader starts its workers: they are forked and share
+        Decoding is most of what a training sample costs (docs/training.md), and it is the same every epoch.
+        Call it before the DataLoader starts its workers: they are forked and share
         the arrays. Unreadable pairs are left out (``__getitem__`` then raises as without the cache).
 
         Args:

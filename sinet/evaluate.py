@@ -1,7 +1,7 @@
 """Evaluation on a manifest split: the official metric, two-class mIoU and boundary F1, at the network size and
 at the photo's resolution; the rotation-robustness table; a PNG sheet of the worst images.
 
-At the network size (224², the paper's protocol, spec §3.7) the ground truth is stretch-resized with nearest
+At the network size (224², the paper's protocol) the ground truth is stretch-resized with nearest
 neighbour, like the photo. At the photo's resolution the logits are upsampled bilinearly to the photo and
 compared with the untouched mask, with a boundary band scaled to cover the same share of the photo (15 px at
 224² ≈ 45 px at 600×800). The rotation table rotates each photo and its mask by its own random angle

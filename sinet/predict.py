@@ -27,7 +27,7 @@ OVERLAY_COLOUR = np.array([0, 220, 90], np.float32)
 
 
 @dataclass
-class Prediction:
+class Logits:
     """Logits of one photo at the network size, resized on demand.
 
     Args:
@@ -59,7 +59,7 @@ class Prediction:
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, preprocessing: Preprocessing, image: np.ndarray) -> Prediction:
+def predict(model: nn.Module, preprocessing: Preprocessing, image: np.ndarray) -> Logits:
     """Run ``model`` on one uint8 RGB photo.
 
     Args:
@@ -70,7 +70,7 @@ def predict(model: nn.Module, preprocessing: Preprocessing, image: np.ndarray) -
     logits = model(preprocessing(image))
     if tuple(logits.shape[-2:]) != tuple(preprocessing.size):
         logits = F.interpolate(logits, size=preprocessing.size, mode="bilinear", align_corners=False)
-    return Prediction(logits[0].float().cpu())
+    return Logits(logits[0].float().cpu())
 
 
 def cutout(image: np.ndarray, probability: np.ndarray) -> np.ndarray:

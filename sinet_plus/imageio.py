@@ -166,14 +166,6 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
     write_png(path, encode_mask(mask))
 
 
-def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a photo atomically, as JPEG or PNG by the path's suffix."""
-    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
-        write_jpeg(path, array)
-    else:
-        write_png(path, array)
-
-
 def list_photos(folder: str | os.PathLike) -> list[Path]:
     """The photo files directly inside ``folder``, sorted by name."""
     folder = Path(folder)

@@ -176,8 +176,8 @@ class Store:
         clock: seconds since the epoch; tests pass their own to age leases without sleeping.
         busy_seconds: how long a writer waits for another process's transaction before giving up.
         durable: flush every commit to the disk (``synchronous=FULL``), so even a power cut keeps every
-            confirmed decision; ``False`` (``NORMAL``) still survives a killed process and is ~100x faster
-            per commit on a slow disk, but the last commits may be lost if the machine itself goes down.
+            confirmed decision; ``False`` (``NORMAL``) still survives a killed process and is much faster per
+            commit on a slow disk (docs/review.md), but the last commits may be lost if the machine goes down.
     """
 
     def __init__(self, path: str | os.PathLike, create: bool = False, clock: Callable[[], float] = time.time,

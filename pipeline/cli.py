@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from pipeline import run_commands
 from pipeline.crop import commands as crop_commands
 from pipeline.importers import ImportResult, import_eg1800, import_folder
 from pipeline.review import commands as review_commands
+from pipeline.run import commands as run_commands
 from pipeline.teacher import commands as teacher_commands
 from sinet_plus import manifest as mf
 from sinet_plus.cli import new_app, version_option

@@ -62,7 +62,7 @@ def _score_table(title: str, rows: dict[str, dict]) -> Table:
     return table
 
 
-# ---- train: the `sinet train` command is added here (sinet/train.py owns its core) ----
+# ---- train: the `sinet train` command (sinet/training/ owns its core) ----
 
 @app.command("train")
 def train_command(
@@ -112,7 +112,7 @@ def train_command(
                                                  "each time; results do not change).")] = 4.0,
 ) -> None:
     """Two-stage training with the official recipe (encoder on 1/8 labels, then the full model)."""
-    from sinet.train import TrainConfig, train
+    from sinet.training import TrainConfig, train
     from sinet.transforms import AugmentationConfig
 
     if not manifest and not resume:
@@ -151,10 +151,11 @@ def eval_command(
     threads: Annotated[int, typer.Option(help="CPU threads for torch (1 is fastest on a busy machine).")] = 1,
 ) -> None:
     """Official metric (per-image foreground IoU), two-class mIoU and boundary F1, at 224 and at photo size."""
-    from sinet.evaluate import ROTATION_LIMITS, evaluate, manifest_items
+    from sinet.data import manifest_samples
+    from sinet.evaluate import ROTATION_LIMITS, evaluate
 
     model, preprocessing, meta = _load(weights, threads)
-    items = manifest_items(manifest, split)
+    items = manifest_samples([manifest], split)
     if not items:
         raise PathError(manifest, f"no accepted rows with a mask in split {split!r}")
     if sheet is None and json_out is not None:

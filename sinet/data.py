@@ -1,10 +1,11 @@
 """Datasets over manifests: labelled, accepted rows of chosen splits, augmented and normalised for SINet.
 
-Rows are read through ``sinet_plus.manifest`` and photos through ``sinet_plus.imageio``. A sample is
-``(image, label)``: a float32 (3, S, S) tensor normalised by the checkpoint's :class:`Preprocessing` and an
-int64 (S/stride, S/stride) label (0 background, 1 person, 255 ignored). Training keys are ``(index, seed)``
-pairs from :class:`EpochSampler`, so each sample's augmentation depends on its seed alone and not on the
-DataLoader's worker count or on where a resumed run restarts.
+Rows are read through ``sinet_plus.manifest`` as :class:`Sample` s (what training and evaluation both take) and
+photos through ``sinet_plus.imageio``. A dataset item is ``(image, label)``: a float32 (3, S, S) tensor
+normalised by the checkpoint's :class:`Preprocessing` and an int64 (S/stride, S/stride) label (0 background,
+1 person, 255 ignored). Training keys are ``(index, seed)`` pairs from :class:`EpochSampler`, so each sample's
+augmentation depends on its seed alone and not on the DataLoader's worker count or on where a resumed run
+restarts.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import albumentations as A
 import numpy as np
@@ -20,35 +22,56 @@ import torch
 from rich.progress import Progress
 from torch.utils.data import Dataset, Sampler
 
-from sinet.evaluate import EvalItem, manifest_items
 from sinet.loss import label_pixel_counts
 from sinet.preprocess import Preprocessing
 from sinet.transforms import downsample_labels, sample_seed, seed_transform
+from sinet_plus import manifest as mf
 from sinet_plus.imageio import ImageReadError, read_pair
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One labelled photo of a manifest.
+
+    Args:
+        key: manifest id.
+        image: photo path.
+        mask: mask path.
+    """
+
+    key: str
+    image: Path
+    mask: Path
+
+
 def manifest_samples(manifests: Sequence[str | os.PathLike], split: str | None,
-                     statuses: tuple[str, ...] = ("accepted",)) -> list[EvalItem]:
+                     statuses: tuple[str, ...] = ("accepted",)) -> list[Sample]:
     """Rows with a mask, of ``split`` (None = every split) and of the given review ``statuses``, over manifests.
 
     Args:
         manifests: manifest files (CSV or Parquet); rows of all of them are used, in order.
         split: the ``split`` value to keep, e.g. ``train`` or ``val``.
-        statuses: review states to keep; only ``accepted`` masks are trusted by default.
+        statuses: review states whose masks count as ground truth; only ``accepted`` ones by default (pending
+            pseudo-labels do not).
     """
-    return [item for path in manifests for item in manifest_items(path, split, statuses)]
+    samples = []
+    for path in manifests:
+        manifest = mf.select(mf.load(path), split=split, status=statuses, with_mask=True)
+        samples += [Sample(key, manifest.path(image), manifest.path(mask))
+                    for key, image, mask in zip(manifest.frame["id"], manifest.frame["image"], manifest.frame["mask"])]
+    return samples
 
 
 @dataclass
 class ScanResult:
     """What a pass over the samples found: the readable ones, per-class label pixels, and the problems."""
 
-    samples: list[EvalItem]
+    samples: list[Sample]
     pixel_counts: np.ndarray
     problems: list[tuple[str, str]]
 
 
-def scan_samples(samples: Sequence[EvalItem], description: str = "checking photos and masks") -> ScanResult:
+def scan_samples(samples: Sequence[Sample], description: str = "checking photos and masks") -> ScanResult:
     """Read every pair once: drop unreadable ones (recording why) and count label pixels per class.
 
     The counts feed the class weights of the loss (official: over the training labels, before augmentation).
@@ -81,7 +104,7 @@ class SegmentationDataset(Dataset):
     transforms); ``dataset[(i, seed)]`` reseeds the transform with ``seed`` first (training).
     """
 
-    def __init__(self, samples: Sequence[EvalItem], transform: A.Compose, preprocessing: Preprocessing,
+    def __init__(self, samples: Sequence[Sample], transform: A.Compose, preprocessing: Preprocessing,
                  label_stride: int = 1, decoded: dict[int, tuple[np.ndarray, np.ndarray]] | None = None):
         self.samples = list(samples)
         self.transform = transform

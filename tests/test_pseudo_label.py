@@ -16,7 +16,7 @@ from PIL import Image
 from teacher_helpers import TINY, bad_photo_folder, invoke, small_manifest
 
 from pipeline.teacher import signals as sg
-from pipeline.teacher.checkpoint import file_hash
+from pipeline.teacher.checkpoint import teacher_hash
 from pipeline.teacher.ray_engine import start_local_ray
 from sinet_plus import manifest as mf
 from sinet_plus.imageio import read_image, read_mask
@@ -56,7 +56,7 @@ def test_rows_files_and_skips(labelled, teacher, photos):
     frame = manifest.frame.set_index("origin_stem")
     assert sorted(frame.index) == sorted(s for s, reason in expected.items() if not reason)
     assert set(frame["source"]) == {"pseudo"} and set(frame["status"]) == {"pending"}
-    assert set(frame["teacher"]) == {file_hash(teacher)}
+    assert set(frame["teacher"]) == {teacher_hash(teacher)}
     skipped = pd.read_csv(labelled / "skipped.csv", dtype=str).set_index("key")["reason"].to_dict()
     assert skipped == {s: reason for s, reason in expected.items() if reason}
     for stem, row in frame.iterrows():

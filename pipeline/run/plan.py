@@ -1,197 +1,39 @@
-"""The run's config (TOML) and the steps it becomes.
-
-A config names where outputs go, the human-labelled datasets to import, the teacher (a given checkpoint or
-one to train), the photo sources and the options of every stage. Paths are relative to the config file's
-folder; ``${VAR}`` is replaced from the environment, with ``SINET_SHARED`` defaulting to the project's sibling
-``../shared``. Option tables are passed to the stage commands as they are (``time-budget = 30`` becomes
-``--time-budget 30``), so every stage option is available without the orchestrator knowing it.
-
-Photo sources come in two kinds:
-
-- **labelled** (``masks = FOLDER``): human-made full-body masks; ``crop-baidu`` crops photo and mask, and the
-  crops are reviewed (they are checked for framing; their masks are the people's);
-- **unlabelled** (``masks_from = "teacher"`` or a SINet checkpoint): a model masks the whole photos only so
-  that ``crop-baidu`` can choose and frame the faces; the crops are then pseudo-labelled by the teacher, and
-  those masks (with their quality signals and priority) are reviewed.
-"""
+"""The steps a run config becomes: import the datasets, train the teacher, crop and pseudo-label every photo
+source, review, export, then train and evaluate SINet (see :mod:`pipeline.run`)."""
 
 from __future__ import annotations
 
-import os
-import string
-import tomllib
-from dataclasses import dataclass, field
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
-import pipeline
-from pipeline.run import RunError, Step, WaitingForReview, command, options_argv
+from pipeline.run.config import RunConfig, Source
+from pipeline.run.step import RunError, Step, WaitingForReview
 from sinet_plus import manifest as mf
 
-PROJECT = Path(pipeline.__file__).resolve().parents[1]
-"""The project folder (``SINET_SHARED`` defaults to its sibling ``shared``)."""
 
-DATASET_KINDS = ("eg1800", "folder")
-
-
-@dataclass
-class Dataset:
-    """A human-labelled dataset imported as a manifest (``eg1800`` layout, or ``images`` + ``masks`` folders)."""
-
-    name: str
-    kind: str
-    path: Path
-    masks: Path | None = None
+def command(name: str) -> list[str]:
+    """argv start of a console script of this installation (``pipeline`` or ``sinet``)."""
+    script = Path(sys.executable).with_name(name)
+    return [str(script)] if script.exists() else [name]
 
 
-@dataclass
-class Source:
-    """Photos to turn into reviewed training data.
+def options_argv(options: dict[str, Any]) -> list[str]:
+    """Command-line options from a config table: ``{"time-budget": 30, "mirror": False}`` →
+    ``--time-budget 30 --no-mirror``; lists repeat the option; ``True`` gives the bare flag."""
+    argv: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, list):
+            for item in value:
+                argv += [flag, str(item)]
+        else:
+            argv += [flag, str(value)]
+    return argv
 
-    Args:
-        name: short name; outputs go to ``<out>/<name>/``.
-        images: folder of photos (``None`` with ``demo``: the photos that ship inside installed packages).
-        masks: folder of human-made masks with the photos' stems (a labelled source).
-        masks_from: ``teacher``, or a SINet checkpoint, that masks whole photos for cropping (unlabelled).
-        demo: write the packaged demo photos (:mod:`pipeline.demo_data`) and use them.
-    """
-
-    name: str
-    images: Path | None
-    masks: Path | None = None
-    masks_from: str | None = None
-    demo: bool = False
-
-
-@dataclass
-class RunConfig:
-    """Everything ``pipeline run`` needs; see ``configs/*.toml`` for commented examples."""
-
-    path: Path
-    out: Path
-    threads: int | None = None
-    datasets: list[Dataset] = field(default_factory=list)
-    teacher: Path | None = None
-    teacher_train: list[str] = field(default_factory=list)
-    teacher_options: dict[str, Any] = field(default_factory=dict)
-    sources: list[Source] = field(default_factory=list)
-    crop_options: dict[str, Any] = field(default_factory=dict)
-    label_options: dict[str, Any] = field(default_factory=dict)
-    auto_accept: float | None = None
-    accept_unscored: bool = True
-    sinet_train: list[str] = field(default_factory=list)
-    sinet_val: str = "curated"
-    sinet_val_split: str = "val"
-    baseline: bool = False
-    sinet_options: dict[str, Any] = field(default_factory=dict)
-    eval_options: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def review_db(self) -> Path:
-        return self.out / "review.sqlite"
-
-    @property
-    def curated(self) -> Path:
-        return self.out / "curated.csv"
-
-    def models(self) -> list[str]:
-        """SINet runs: ``sinet-plus`` (datasets + curated data) and, with ``baseline``, ``sinet-base``."""
-        return (["sinet-base"] if self.baseline else []) + ["sinet-plus"]
-
-
-def _expand(value: str, folder: Path) -> Path:
-    variables = {"SINET_SHARED": str(PROJECT.parent / "shared"), **os.environ}
-    try:
-        text = string.Template(value).substitute(variables)
-    except (KeyError, ValueError) as error:
-        raise RunError(f"path {value!r}: unknown variable {error}") from None
-    path = Path(text).expanduser()
-    return path if path.is_absolute() else (folder / path).resolve()
-
-
-def _table(data: dict, key: str) -> dict:
-    value = data.get(key, {})
-    if not isinstance(value, dict):
-        raise RunError(f"[{key}] must be a table")
-    return value
-
-
-def load_config(path: str | os.PathLike, auto_accept: float | None = None,
-                teacher_override: Path | None = None) -> RunConfig:
-    """Read and check a run config; ``auto_accept`` and ``teacher_override`` (from the command line) override
-    the config's threshold and teacher (a given checkpoint replaces the teacher training)."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise RunError(f"{path}: cannot read the config ({error})") from None
-    folder = path.resolve().parent
-    run = _table(data, "run")
-    if "out" not in run:
-        raise RunError(f"{path}: [run] needs out = FOLDER")
-    config = RunConfig(path=path, out=_expand(run["out"], folder), threads=run.get("threads"))
-    for name, spec in _table(data, "datasets").items():
-        kind = spec.get("kind", "eg1800")
-        if kind not in DATASET_KINDS:
-            raise RunError(f"{path}: dataset {name}: kind must be one of {DATASET_KINDS}, not {kind!r}")
-        config.datasets.append(Dataset(name, kind, _expand(spec["path"], folder),
-                                       _expand(spec["masks"], folder) if "masks" in spec else None))
-    teacher = _table(data, "teacher")
-    config.teacher = _expand(teacher["checkpoint"], folder) if "checkpoint" in teacher else None
-    if teacher_override is not None:
-        config.teacher = teacher_override.resolve()
-    config.teacher_train = list(teacher.get("train", []))
-    config.teacher_options = dict(teacher.get("options", {}))
-    for spec in data.get("sources", []):
-        demo = bool(spec.get("demo", False))
-        if not demo and "images" not in spec:
-            raise RunError(f"{path}: source {spec.get('name')!r} needs images = FOLDER (or demo = true)")
-        masks_from = spec.get("masks_from")
-        if masks_from not in (None, "teacher"):
-            masks_from = str(_expand(masks_from, folder))
-        if (spec.get("masks") is None) == (masks_from is None):
-            raise RunError(f"{path}: source {spec.get('name')!r} needs either masks = FOLDER (human-made) or "
-                           "masks_from = 'teacher' / a SINet checkpoint")
-        config.sources.append(Source(spec["name"], None if demo else _expand(spec["images"], folder),
-                                     _expand(spec["masks"], folder) if spec.get("masks") else None,
-                                     masks_from, demo))
-    config.crop_options = _table(data, "crop")
-    config.label_options = _table(data, "pseudo_label")
-    review = _table(data, "review")
-    config.auto_accept = auto_accept if auto_accept is not None else review.get("auto_accept")
-    config.accept_unscored = bool(review.get("accept_unscored", True))
-    sinet = _table(data, "sinet")
-    config.sinet_train = list(sinet.get("train", []))
-    config.sinet_val = sinet.get("val", "curated")
-    config.sinet_val_split = sinet.get("val_split", "val")
-    config.baseline = bool(sinet.get("baseline", False))
-    config.sinet_options = dict(sinet.get("options", {}))
-    config.eval_options = dict(sinet.get("eval", {}))
-    check(config)
-    return config
-
-
-def check(config: RunConfig) -> None:
-    """Refuse configs whose pieces do not fit together, before anything runs."""
-    names = {d.name for d in config.datasets}
-    for used in (*config.teacher_train, *config.sinet_train):
-        if used not in names:
-            raise RunError(f"{config.path}: dataset {used!r} is used but not defined under [datasets]")
-    if config.sinet_val not in names | {"curated"}:
-        raise RunError(f"{config.path}: [sinet] val = {config.sinet_val!r} is neither a dataset nor 'curated'")
-    if config.teacher is None and not config.teacher_train:
-        raise RunError(f"{config.path}: [teacher] needs checkpoint = FILE or train = [DATASETS]")
-    if not config.sources:
-        raise RunError(f"{config.path}: no [[sources]] of photos")
-    if len({s.name for s in config.sources}) != len(config.sources):
-        raise RunError(f"{config.path}: source names must be unique")
-    if config.baseline and not config.sinet_train:
-        raise RunError(f"{config.path}: baseline = true needs [sinet] train = [DATASETS] to train the baseline on")
-    if config.auto_accept is not None and not 0 <= config.auto_accept <= 1:
-        raise RunError(f"auto-accept threshold {config.auto_accept} is not a priority in [0, 1]")
-
-
-# ---- steps ----
 
 def dataset_manifest(config: RunConfig, name: str) -> Path:
     return config.out / "data" / f"{name}.csv"
@@ -279,9 +121,10 @@ def source_steps(config: RunConfig, source: Source) -> tuple[list[Step], Path, s
 
 
 def review_steps(config: RunConfig, manifests: list[Path], after: tuple[str, ...]) -> list[Step]:
+    from pipeline.review.auto_accept import auto_accept
+    from pipeline.review.export import export_manifest, verdicts_digest
     from pipeline.review.queue import queue_manifests
     from pipeline.review.store import Store
-    from pipeline.run_review import auto_accept, export_curated, undecided, verdicts_digest
 
     db = config.review_db
 
@@ -296,7 +139,7 @@ def review_steps(config: RunConfig, manifests: list[Path], after: tuple[str, ...
             if config.auto_accept is not None:
                 accepted, left = auto_accept(store, config.auto_accept, config.accept_unscored)
                 note = f"auto-accepted {accepted} (priority <= {config.auto_accept:g}); {left} left for people"
-            waiting = undecided(store)
+            waiting = len(store.undecided())
         if waiting and config.auto_accept is None:
             raise WaitingForReview(f"{waiting} items wait for review: `pipeline review --db {db}`, then rerun "
                                    f"`pipeline run {config.path}` (or add --auto-accept THRESHOLD)")
@@ -310,7 +153,8 @@ def review_steps(config: RunConfig, manifests: list[Path], after: tuple[str, ...
 
     def export() -> str:
         with Store(db) as store:
-            curated = export_curated(store, config.curated)
+            curated, _ = export_manifest(store, config.curated, split="train")  # the split sinet train reads
+        mf.write_manifest(curated, config.curated)
         counts = curated.frame["reviewer"].value_counts().to_dict() if len(curated) else {}
         if len(curated) == 0:
             raise RunError("no item was accepted: nothing to train on")
@@ -356,8 +200,6 @@ def sinet_steps(config: RunConfig) -> list[Step]:
 
 def score_note(report: Path) -> str:
     """``IoU 91.2, mIoU 93.0, boundary F1 80.1`` from a ``sinet eval`` JSON report."""
-    import json
-
     try:
         scores = json.loads(report.read_text())
         return f"IoU {scores['iou']:.2f}, mIoU {scores['miou']:.2f}, boundary F1 {scores['boundary_f1']:.2f}"

@@ -10,6 +10,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from pipeline.run.config import load_config
+from pipeline.run.plan import plan
+from pipeline.run.runner import Runner, subprocess_env
+from pipeline.run.step import WaitingForReview
 from sinet_plus.cli import stderr
 
 WAITING_EXIT = 2
@@ -59,8 +63,6 @@ def run_command(
     """Photos → crop-baidu → teacher → pseudo-label → review → export → sinet train → sinet eval.
 
     Each step is skipped when its outputs are current; one summary at the end."""
-    from pipeline.run import Runner, WaitingForReview, subprocess_env
-    from pipeline.run_plan import load_config, plan
 
     console = Console() if Console().is_terminal else Console(width=150)  # logs: no wrapping at 80 columns
     config = load_config(config_path, auto_accept, teacher)

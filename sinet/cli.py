@@ -121,6 +121,9 @@ def train_command(
     stage1_share: Annotated[float, typer.Option(help="Share of --time-budget for stage 1.")] = TRAIN.stage1_share,
     cache_gb: Annotated[float, typer.Option(help="GB of decoded training photos kept in memory (0 = decode "
                                                  "each time; results do not change).")] = TRAIN.cache_gb,
+    epoch_size: Annotated[Optional[int], typer.Option(help="Samples per epoch (default: every training sample "
+                                                           "once); equal steps across training sets.")
+                          ] = TRAIN.epoch_size,
 ) -> None:
     """Two-stage training with the official recipe (encoder on 1/8 labels, then the full model)."""
     from sinet.training.trainer import train
@@ -140,7 +143,8 @@ def train_command(
         boundary_weight=boundary_weight, class_weighting=class_weighting, select_from=select_from, size=size,
         preprocessing=preprocessing, augmentation=dataclasses.replace(TRAIN.augmentation, size=size, rotation=rotation),
         seed=seed, workers=workers, threads=threads, device=device, amp=amp, compile=compile,
-        checkpoint_every=checkpoint_every, time_budget=time_budget, stage1_share=stage1_share, cache_gb=cache_gb)
+        checkpoint_every=checkpoint_every, time_budget=time_budget, stage1_share=stage1_share, cache_gb=cache_gb,
+        epoch_size=epoch_size)
     best = train(config, resume=resume)
     for stage_name, scores in best.items():
         console.print(f"stage {stage_name}: best val IoU {scores['iou']:.2f} at epoch {scores['epoch']}")

@@ -153,6 +153,10 @@ class SegmentationDataset(Dataset):
                 torch.from_numpy(label.astype(np.int64)))
 
 
+CYCLE_KEY = 2**31 - 1
+"""Seed key that tells the permutations of a fixed-size epoch stream from the per-epoch ones."""
+
+
 class EpochSampler(Sampler):
     """Keys ``(index, augmentation seed)`` of one epoch: a permutation drawn from ``(seed, stage, epoch)``.
 
@@ -164,20 +168,32 @@ class EpochSampler(Sampler):
         start: number of this process's keys to skip (resuming in the middle of an epoch).
         rank, world_size: under DDP each process takes every ``world_size``-th key of the permutation.
         shuffle: False keeps manifest order (throughput measurements, debugging).
+        epoch_size: samples per epoch (None = ``size``): epoch ``e`` takes positions ``e·k .. (e+1)·k`` of the
+            stream of permutations ``(seed, stage, cycle)``, cycle after cycle (see ``TrainConfig.epoch_size``).
     """
 
     def __init__(self, size: int, seed: int, stage: int, epoch: int, start: int = 0, rank: int = 0,
-                 world_size: int = 1, shuffle: bool = True):
+                 world_size: int = 1, shuffle: bool = True, epoch_size: int | None = None):
         self.size, self.seed, self.stage, self.epoch = size, seed, stage, epoch
         self.start, self.rank, self.world_size, self.shuffle = start, rank, world_size, shuffle
+        self.epoch_size = epoch_size
+
+    def _permutation(self, *keys: int) -> list[int]:
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.stage, *keys))
+        return torch.randperm(self.size, generator=generator).tolist()
 
     def order(self) -> list[int]:
         """This process's sample indices for the whole epoch (before skipping ``start``)."""
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(sample_seed(self.seed, self.stage, self.epoch))
-            order = torch.randperm(self.size, generator=generator).tolist()
-        else:
+        if not self.shuffle:
             order = list(range(self.size))
+        elif self.epoch_size is None:
+            order = self._permutation(self.epoch)
+        else:
+            first = self.epoch * self.epoch_size
+            cycles = range(first // self.size, (first + self.epoch_size - 1) // self.size + 1)
+            stream = [index for cycle in cycles for index in self._permutation(CYCLE_KEY, cycle)]
+            offset = first - cycles[0] * self.size
+            order = stream[offset:offset + self.epoch_size]
         return order[self.rank::self.world_size]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
@@ -185,4 +201,5 @@ class EpochSampler(Sampler):
             yield index, sample_seed(self.seed, self.stage, self.epoch, index)
 
     def __len__(self) -> int:
-        return max(0, math.ceil((self.size - self.rank) / self.world_size) - self.start)
+        total = self.size if self.epoch_size is None or not self.shuffle else self.epoch_size
+        return max(0, math.ceil((total - self.rank) / self.world_size) - self.start)

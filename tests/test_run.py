@@ -154,17 +154,20 @@ def test_quickstart_config_plans_every_stage():
 
 # ---- unattended review ----
 
-def demo_manifest(tmp_path: Path, priorities: list[float | None]) -> Path:
-    """A manifest of the packaged photos with a mask each (a centred box) and the given priorities."""
+def demo_manifest(tmp_path: Path, priorities: list[float | None], verdicts: list[bool | None] | None = None) -> Path:
+    """A manifest of the packaged photos with a mask each (a centred box), the given priorities and, when
+    given, the teacher's ``auto_accept`` verdicts (None = an empty cell)."""
     photos = write_demo_photos(tmp_path / "photos")
     rows = []
-    for photo, priority in zip(photos, priorities):
+    for index, (photo, priority) in enumerate(zip(photos, priorities)):
         height, width = read_image(photo).shape[:2]
         mask = np.zeros((height, width), np.uint8)
         mask[height // 4:, width // 4: 3 * width // 4] = 1
         write_mask(tmp_path / "masks" / f"{photo.stem}.png", mask)
         rows.append({"id": f"pseudo/{photo.stem}", "image": f"photos/{photo.name}", "mask": f"masks/{photo.stem}.png",
                      "source": "pseudo", "split": "unlabeled", "status": "pending", "priority": priority})
+        if verdicts is not None:
+            rows[-1]["auto_accept"] = "" if verdicts[index] is None else verdicts[index]
     path = tmp_path / "manifest.csv"
     mf.write_manifest(mf.new_rows(rows), path)
     return path
@@ -174,9 +177,9 @@ def test_auto_accept_marks_rows_and_leaves_the_rest_for_people(tmp_path):
     manifest = demo_manifest(tmp_path, [0.1, 0.8, None])
     with Store(tmp_path / "review.sqlite", create=True) as store:
         queue_manifests(store, [manifest], root=tmp_path)
-        assert auto_accept(store, threshold=0.3) == (2, 1)  # 0.1 and the unscored one; 0.8 waits
+        assert auto_accept(store, 0.3) == (2, 1)  # 0.1 and the unscored one; 0.8 waits
         assert [key for key, _ in store.undecided()] == ["pseudo/camera"]
-        assert auto_accept(store, threshold=0.3) == (0, 1)  # idempotent
+        assert auto_accept(store, 0.3) == (0, 1)  # idempotent
         curated, reviewed = export_manifest(store, tmp_path / "curated.csv", split="train")
     assert reviewed == 2
     mf.write_manifest(curated, tmp_path / "curated.csv")
@@ -191,11 +194,25 @@ def test_auto_accept_marks_rows_and_leaves_the_rest_for_people(tmp_path):
     assert not mf.validate(mf.read_manifest(tmp_path / "curated.csv"), check_files=True)
 
 
+def test_the_teachers_calibrated_rule_is_the_default(tmp_path):
+    # the teacher said yes to a high-priority mask and no to a low one: its verdict wins over any threshold;
+    # the row with no verdict and no priority is an unchecked human mask
+    manifest = demo_manifest(tmp_path, [0.6, 0.01, None], verdicts=[True, False, None])
+    with Store(tmp_path / "review.sqlite", create=True) as store:
+        queue_manifests(store, [manifest], root=tmp_path)
+        assert auto_accept(store) == (2, 1)
+        assert [key for key, _ in store.undecided()] == ["pseudo/camera"]
+        curated, _ = export_manifest(store, tmp_path / "curated.csv", split="train")
+    reasons = curated.frame.set_index("id")["reason"]
+    assert "teacher's calibrated rule (priority 0.600)" in reasons["pseudo/astronaut"]
+    assert "human-made mask" in reasons["pseudo/grace_hopper"]
+
+
 def test_unscored_items_wait_when_asked(tmp_path):
     manifest = demo_manifest(tmp_path, [0.1, 0.8, None])
     with Store(tmp_path / "review.sqlite", create=True) as store:
         queue_manifests(store, [manifest], root=tmp_path)
-        assert auto_accept(store, threshold=0.9, accept_unscored=False) == (2, 1)
+        assert auto_accept(store, 0.9, accept_unscored=False) == (2, 1)
 
 
 def test_run_waits_for_people_then_exports_their_decisions(tmp_path):

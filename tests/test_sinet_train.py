@@ -152,6 +152,19 @@ def test_epoch_sampler_is_seeded_resumable_and_shards():
     assert [len(EpochSampler(10, 1, 2, 3, rank=r, world_size=3)) for r in range(3)] == [4, 3, 3]
 
 
+def test_fixed_epoch_size_gives_equal_steps_and_fair_coverage():
+    # a pool of 10 drawn 4 per epoch: every epoch has 4 keys, 5 epochs see every sample exactly twice
+    epochs = [[i for i, _ in EpochSampler(10, seed=1, stage=2, epoch=e, epoch_size=4)] for e in range(5)]
+    assert [len(e) for e in epochs] == [4] * 5
+    counts = np.bincount([i for e in epochs for i in e], minlength=10)
+    assert counts.tolist() == [2] * 10
+    assert epochs == [[i for i, _ in EpochSampler(10, seed=1, stage=2, epoch=e, epoch_size=4)] for e in range(5)]
+    assert len(EpochSampler(10, seed=1, stage=2, epoch=1, epoch_size=4, start=3)) == 1
+    # a pool smaller than an epoch: each epoch is longer than the pool and still balanced over cycles
+    big = [i for i, _ in EpochSampler(3, seed=1, stage=2, epoch=0, epoch_size=7)]
+    assert len(big) == 7 and max(np.bincount(big)) - min(np.bincount(big)) <= 1
+
+
 # ---- optimizer and schedule ----
 
 def test_weight_decay_groups_follow_the_official_code():

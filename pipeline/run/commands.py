@@ -50,10 +50,10 @@ def print_outputs(console: Console, config) -> None:
 def run_command(
     config_path: Annotated[Path, typer.Argument(metavar="CONFIG",
                                                 help="Run config (TOML), e.g. configs/quickstart.toml.")],
-    auto_accept: Annotated[Optional[float], typer.Option(
-        help="Unattended run: accept items whose priority is at most this (reviewer 'auto', the reason states the "
-             "threshold); items above it stay queued for people. Overrides auto_accept in the config "
-             "(review table).")
+    auto_accept: Annotated[Optional[str], typer.Option(
+        help="Unattended run: 'teacher' accepts what the teacher's calibrated rule accepts (the auto_accept "
+             "column); a number accepts items whose priority is at most it. Reviewer 'auto', the reason states "
+             "the rule; the rest stay queued for people. Overrides auto_accept in the config (review table).")
     ] = None,
     teacher: Annotated[Optional[Path], typer.Option(help="Use this teacher checkpoint instead of the config's "
                                                          "(no teacher training).")] = None,

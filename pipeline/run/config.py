@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pipeline
+from pipeline.review.auto_accept import TEACHER_RULE
 from pipeline.run.step import RunError
 
 PROJECT = Path(pipeline.__file__).resolve().parents[1]
@@ -35,23 +36,26 @@ DATASET_KINDS = ("eg1800", "folder")
 
 KEYS = {"": ("run", "datasets", "teacher", "sources", "crop", "pseudo_label", "review", "sinet"),
         "run": ("out", "threads"),
-        "datasets": ("kind", "path", "masks"),
+        "datasets": ("kind", "path", "masks", "holdout"),
         "teacher": ("checkpoint", "train", "options"),
         "sources": ("name", "images", "masks", "masks_from", "demo"),
         "review": ("auto_accept", "accept_unscored"),
-        "sinet": ("train", "val", "val_split", "baseline", "options", "eval")}
+        "sinet": ("train", "val", "val_split", "options", "eval", "eval_on", "eval_split", "init", "base", "arms",
+                  "seeds", "parallel")}
 """The keys a config may hold, by table; ``[crop]``, ``[pseudo_label]`` and the ``options`` tables hold stage
 options, which the stage commands check themselves."""
 
 
 @dataclass
 class Dataset:
-    """A human-labelled dataset imported as a manifest (``eg1800`` layout, or ``images`` + ``masks`` folders)."""
+    """A human-labelled dataset imported as a manifest (``eg1800`` layout, or ``images`` + ``masks`` folders);
+    ``holdout`` train rows of an EG1800 import move to split ``holdout`` (to select and calibrate on)."""
 
     name: str
     kind: str
     path: Path
     masks: Path | None = None
+    holdout: int = 0
 
 
 @dataclass
@@ -87,14 +91,20 @@ class RunConfig:
     sources: list[Source] = field(default_factory=list)
     crop_options: dict[str, Any] = field(default_factory=dict)
     label_options: dict[str, Any] = field(default_factory=dict)
-    auto_accept: float | None = None
+    auto_accept: float | str | None = None
     accept_unscored: bool = True
     sinet_train: list[str] = field(default_factory=list)
     sinet_val: str = "curated"
     sinet_val_split: str = "val"
-    baseline: bool = False
     sinet_options: dict[str, Any] = field(default_factory=dict)
     eval_options: dict[str, Any] = field(default_factory=dict)
+    eval_on: str | None = None
+    eval_split: str = "val"
+    init: Path | None = None
+    base_options: dict[str, Any] | None = None
+    arms: dict[str, list[str]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    parallel: int = 2
 
     @property
     def review_db(self) -> Path:
@@ -105,8 +115,11 @@ class RunConfig:
         return self.out / "curated.csv"
 
     def models(self) -> list[str]:
-        """SINet runs: ``sinet-plus`` (datasets + curated data) and, with ``baseline``, ``sinet-base``."""
-        return (["sinet-base"] if self.baseline else []) + ["sinet-plus"]
+        """SINet runs: ``sinet-plus`` (datasets + curated data), or with ``arms`` one ``<arm>-s<seed>`` per arm
+        and seed (each from the common start)."""
+        if not self.arms:
+            return ["sinet-plus"]
+        return [f"{arm}-s{seed}" for seed in self.seeds for arm in self.arms]
 
 
 def _expand(value: str, folder: Path) -> Path:
@@ -135,7 +148,21 @@ def _known_keys(table: dict, kind: str, where: str, path: Path) -> dict:
     return table
 
 
-def load_config(path: str | os.PathLike, auto_accept: float | None = None,
+def _rule(value: Any, path: Path) -> float | str | None:
+    """The auto-accept rule: ``"teacher"`` (its calibrated rule), a priority threshold in [0, 1], or None."""
+    if value is None or value == TEACHER_RULE:
+        return value
+    try:
+        threshold = float(value)
+    except (TypeError, ValueError):
+        threshold = -1.0
+    if not 0 <= threshold <= 1:
+        raise RunError(f"{path}: auto-accept must be {TEACHER_RULE!r} (the teacher's calibrated rule) or a "
+                       f"priority threshold in [0, 1], not {value!r}")
+    return threshold
+
+
+def load_config(path: str | os.PathLike, auto_accept: float | str | None = None,
                 teacher_override: Path | None = None) -> RunConfig:
     """Read and check a run config; ``auto_accept`` and ``teacher_override`` (from the command line) override
     the config's threshold and teacher (a given checkpoint replaces the teacher training)."""
@@ -156,7 +183,8 @@ def load_config(path: str | os.PathLike, auto_accept: float | None = None,
         if kind not in DATASET_KINDS:
             raise RunError(f"{path}: dataset {name}: kind must be one of {DATASET_KINDS}, not {kind!r}")
         config.datasets.append(Dataset(name, kind, _expand(spec["path"], folder),
-                                       _expand(spec["masks"], folder) if "masks" in spec else None))
+                                       _expand(spec["masks"], folder) if "masks" in spec else None,
+                                       int(spec.get("holdout", 0))))
     teacher = _known_keys(_table(data, "teacher", path), "teacher", "[teacher]", path)
     config.teacher = _expand(teacher["checkpoint"], folder) if "checkpoint" in teacher else None
     if teacher_override is not None:
@@ -180,15 +208,21 @@ def load_config(path: str | os.PathLike, auto_accept: float | None = None,
     config.crop_options = _table(data, "crop", path)
     config.label_options = _table(data, "pseudo_label", path)
     review = _known_keys(_table(data, "review", path), "review", "[review]", path)
-    config.auto_accept = auto_accept if auto_accept is not None else review.get("auto_accept")
+    config.auto_accept = _rule(auto_accept if auto_accept is not None else review.get("auto_accept"), path)
     config.accept_unscored = bool(review.get("accept_unscored", True))
     sinet = _known_keys(_table(data, "sinet", path), "sinet", "[sinet]", path)
     config.sinet_train = list(sinet.get("train", []))
     config.sinet_val = sinet.get("val", "curated")
     config.sinet_val_split = sinet.get("val_split", "val")
-    config.baseline = bool(sinet.get("baseline", False))
     config.sinet_options = dict(sinet.get("options", {}))
     config.eval_options = dict(sinet.get("eval", {}))
+    config.eval_on = sinet.get("eval_on")
+    config.eval_split = sinet.get("eval_split", "val")
+    config.init = _expand(sinet["init"], folder) if "init" in sinet else None
+    config.base_options = dict(sinet["base"]) if "base" in sinet else None
+    config.arms = {str(name): list(sources) for name, sources in sinet.get("arms", {}).items()}
+    config.seeds = [int(seed) for seed in sinet.get("seeds", [0])]
+    config.parallel = int(sinet.get("parallel", 2))
     check(config)
     return config
 
@@ -207,7 +241,15 @@ def check(config: RunConfig) -> None:
         raise RunError(f"{config.path}: no [[sources]] of photos")
     if len({s.name for s in config.sources}) != len(config.sources):
         raise RunError(f"{config.path}: source names must be unique")
-    if config.baseline and not config.sinet_train:
-        raise RunError(f"{config.path}: baseline = true needs [sinet] train = [DATASETS] to train the baseline on")
-    if config.auto_accept is not None and not 0 <= config.auto_accept <= 1:
-        raise RunError(f"auto-accept threshold {config.auto_accept} is not a priority in [0, 1]")
+    if config.eval_on is not None and config.eval_on not in names:
+        raise RunError(f"{config.path}: [sinet] eval_on = {config.eval_on!r} is not a dataset")
+    sources = {s.name for s in config.sources}
+    for arm, used in config.arms.items():
+        unknown = [name for name in used if name not in sources]
+        if unknown:
+            raise RunError(f"{config.path}: arm {arm!r} uses {unknown[0]!r}, which is not a [[sources]] name")
+    if config.arms and (config.init is None) == (config.base_options is None):
+        raise RunError(f"{config.path}: arms start from one common checkpoint: give [sinet] init = FILE or "
+                       "base = {{options}} (to train it), not both")
+    if config.arms and not config.sinet_train:
+        raise RunError(f"{config.path}: arms need [sinet] train = [DATASETS] that every arm trains on")

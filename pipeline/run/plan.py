@@ -53,6 +53,7 @@ def dataset_steps(config: RunConfig) -> list[Step]:
         out = dataset_manifest(config, dataset.name)
         if dataset.kind == "eg1800":
             argv = [*command("pipeline"), "manifest", "import-eg1800", str(dataset.path), "--out", str(out)]
+            argv += ["--holdout", str(dataset.holdout)] if dataset.holdout else []
         else:
             argv = [*command("pipeline"), "manifest", "import-folder", str(dataset.path), "--out", str(out),
                     "--source", dataset.name] + (["--masks", str(dataset.masks)] if dataset.masks else [])
@@ -110,18 +111,25 @@ def source_steps(config: RunConfig, source: Source) -> tuple[list[Step], Path, s
                       after=images_after + masks_after, owns=[crops, folder / "crops-sheet.png"],
                       note=lambda: f"{_rows(crops / 'manifest.csv')} crops"))
     if source.masks is not None:
-        return steps, crops / "manifest.csv", steps[-1].name
+        checked = folder / "checked"
+        steps.append(Step(f"{source.name}-check", "the teacher checks the crops' human-made masks",
+                          [checked / "manifest.csv"],
+                          [*command("pipeline"), "pseudo-label", str(crops / "manifest.csv"), "--teacher",
+                           str(teacher), "--out", str(checked), *options_argv(config.label_options)],
+                          inputs=teacher_inputs, after=(steps[-1].name, *teacher_after), owns=[checked],
+                          note=lambda: _accepted_note(checked / "manifest.csv")))
+        return steps, checked / "manifest.csv", steps[-1].name
     labels = folder / "pseudo"
     steps.append(Step(f"{source.name}-label", "pseudo-label the crops with the teacher", [labels / "manifest.csv"],
                       [*command("pipeline"), "pseudo-label", str(crops / "manifest.csv"), "--teacher", str(teacher),
                        "--out", str(labels), *options_argv(config.label_options)],
                       inputs=teacher_inputs, after=(steps[-1].name, *teacher_after), owns=[labels],
-                      note=lambda: f"{_rows(labels / 'manifest.csv')} masks"))
+                      note=lambda: _accepted_note(labels / "manifest.csv")))
     return steps, labels / "manifest.csv", steps[-1].name
 
 
 def review_steps(config: RunConfig, manifests: list[Path], after: tuple[str, ...]) -> list[Step]:
-    from pipeline.review.auto_accept import auto_accept
+    from pipeline.review.auto_accept import TEACHER_RULE, auto_accept
     from pipeline.review.export import export_manifest, verdicts_digest
     from pipeline.review.queue import queue_manifests
     from pipeline.review.store import Store
@@ -138,11 +146,13 @@ def review_steps(config: RunConfig, manifests: list[Path], after: tuple[str, ...
             note = ""
             if config.auto_accept is not None:
                 accepted, left = auto_accept(store, config.auto_accept, config.accept_unscored)
-                note = f"auto-accepted {accepted} (priority <= {config.auto_accept:g}); {left} left for people"
+                rule = ("the teacher's calibrated rule" if config.auto_accept == TEACHER_RULE
+                        else f"priority <= {config.auto_accept:g}")
+                note = f"auto-accepted {accepted} ({rule}); {left} left for people"
             waiting = len(store.undecided())
         if waiting and config.auto_accept is None:
             raise WaitingForReview(f"{waiting} items wait for review: `pipeline review --db {db}`, then rerun "
-                                   f"`pipeline run {config.path}` (or add --auto-accept THRESHOLD)")
+                                   f"`pipeline run {config.path}` (or add --auto-accept teacher)")
         return note or "every item decided"
 
     def verdicts() -> str:
@@ -170,32 +180,97 @@ def review_steps(config: RunConfig, manifests: list[Path], after: tuple[str, ...
                  after=("queue",), state=lambda: (config.auto_accept, config.accept_unscored, verdicts()))]
 
 
-def sinet_steps(config: RunConfig) -> list[Step]:
+def sinet_steps(config: RunConfig, reviewed: dict[str, Path]) -> list[Step]:
+    """Train and evaluate SINet: one model on the datasets plus every accepted item, or, with arms, a common
+    start (given, or trained as ``sinet-base``) fine-tuned once per arm and seed on the datasets plus the items
+    accepted from the arm's sources, every run with the same options and number of optimizer steps.
+
+    Args:
+        config: the run config.
+        reviewed: each source's reviewed manifest (the arms pick their accepted items by it).
+    """
     val = config.curated if config.sinet_val == "curated" else dataset_manifest(config, config.sinet_val)
     val_after = ("export",) if config.sinet_val == "curated" else (f"data-{config.sinet_val}",)
-    base = [dataset_manifest(config, name) for name in config.sinet_train]
-    base_after = tuple(f"data-{name}" for name in config.sinet_train)
-    trainings, evaluations = [], []
-    for model in config.models():
-        out = config.out / model
-        manifests = base + ([config.curated] if model == "sinet-plus" else [])
-        after = base_after + (("export",) if model == "sinet-plus" else ()) + val_after
-        argv = [*command("sinet"), "train", "--out", str(out), "--val-manifest", str(val),
-                "--val-split", config.sinet_val_split]
+    scored = dataset_manifest(config, config.eval_on) if config.eval_on else val
+    scored_split = config.eval_split if config.eval_on else config.sinet_val_split
+    scored_after = (f"data-{config.eval_on}",) if config.eval_on else val_after
+    datasets = [dataset_manifest(config, name) for name in config.sinet_train]
+    datasets_after = tuple(f"data-{name}" for name in config.sinet_train)
+    selection = ["--val-manifest", str(val), "--val-split", config.sinet_val_split]
+
+    def train(name: str, title: str, manifests: list[Path], after: tuple[str, ...], options: dict[str, Any],
+              extra: list[str], group: str | None) -> Step:
+        out = config.out / name
+        argv = [*command("sinet"), "train", "--out", str(out), *selection, *extra]
         for manifest in manifests:
             argv += ["--manifest", str(manifest)]
-        title = "train SINet on " + " + ".join(config.sinet_train + (["curated"] if model == "sinet-plus" else []))
-        trainings.append(Step(model, title, [out / "best.pt"], argv + options_argv(config.sinet_options),
-                              after=tuple(dict.fromkeys(after)), owns=[out], resume=("--resume", out / "last.pt"),
-                              group="sinet-train"))
-        report = out / "eval.json"
-        evaluations.append(Step(f"{model}-eval", f"evaluate {model} on {config.sinet_val} [{config.sinet_val_split}]",
-                                [report], [*command("sinet"), "eval", "--weights", str(out / "best.pt"),
-                                           "--manifest", str(val), "--split", config.sinet_val_split,
-                                           "--json", str(report), *options_argv(config.eval_options)],
-                                after=(model, *val_after), owns=[report], group="sinet-eval",
-                                note=lambda r=report: score_note(r)))
-    return trainings + evaluations
+        return Step(name, title, [out / "best.pt"], argv + options_argv(options), after=tuple(dict.fromkeys(after)),
+                    owns=[out], resume=("--resume", out / "last.pt"), group=group)
+
+    def evaluate(name: str, group: str = "sinet-eval") -> Step:
+        report = config.out / name / "eval.json"
+        where = f"{config.eval_on or config.sinet_val} [{scored_split}]"
+        return Step(f"{name}-eval", f"evaluate {name} on {where}", [report],
+                    [*command("sinet"), "eval", "--weights", str(config.out / name / "best.pt"), "--manifest",
+                     str(scored), "--split", scored_split, "--json", str(report), *options_argv(config.eval_options)],
+                    after=(name, *scored_after), owns=[report], group=group, note=lambda: score_note(report))
+
+    if not config.arms:
+        model = train("sinet-plus", "train SINet on " + " + ".join(config.sinet_train + ["curated"]),
+                      datasets + [config.curated], datasets_after + ("export",) + val_after, config.sinet_options,
+                      [], None)
+        return [model, evaluate(model.name)]
+    steps: list[Step] = []
+    start, start_after = config.init, ()
+    if start is None:
+        base = train("sinet-base", "train the common start on " + " + ".join(config.sinet_train), datasets,
+                     datasets_after + val_after, config.base_options or {}, [], None)
+        steps += [base, evaluate(base.name)]
+        start, start_after = config.out / base.name / "best.pt", (base.name,)
+    for arm, sources in config.arms.items():
+        steps.append(arm_data_step(config, arm, sources, reviewed))
+    trainings = []
+    for index, model in enumerate(config.models()):
+        arm, seed = model.rsplit("-s", 1)
+        title = f"fine-tune on {' + '.join(config.sinet_train + config.arms[arm])}, seed {seed}"
+        trainings.append(train(model, title, datasets + [arm_manifest(config, arm)],
+                               datasets_after + (f"{arm}-data",) + start_after + val_after, config.sinet_options,
+                               ["--stage", "2", "--init", str(start), "--seed", seed],
+                               f"sinet-train-{index // max(1, config.parallel)}"))
+    pairs = max(1, config.parallel)
+    return steps + trainings + [evaluate(step.name, f"sinet-eval-{index // pairs}")
+                                for index, step in enumerate(trainings)]
+
+
+def arm_manifest(config: RunConfig, arm: str) -> Path:
+    return config.out / "arms" / f"{arm}.csv"
+
+
+def arm_data_step(config: RunConfig, arm: str, sources: list[str], reviewed: dict[str, Path]) -> Step:
+    """The accepted items of an arm's sources: the curated rows whose ids come from those sources' reviewed
+    manifests (none for the datasets-only arm)."""
+    out = arm_manifest(config, arm)
+
+    def write() -> str:
+        ids = {str(i) for name in sources for i in mf.read_manifest(reviewed[name]).frame["id"]}
+        curated = mf.read_manifest(config.curated)
+        rows = mf.Manifest(curated.frame[curated.frame["id"].isin(ids)].reset_index(drop=True), curated.root)
+        mf.write_manifest(rows, out)
+        return f"{len(rows)} accepted rows from {', '.join(sources) or 'no source'}"
+
+    return Step(f"{arm}-data", f"the accepted items of arm {arm}", [out], action=write, after=("export",),
+                state=lambda: sources)
+
+
+def _accepted_note(manifest: Path) -> str:
+    """``812 masks, 430 auto-accepted by the teacher's rule`` for a pseudo-label or check output."""
+    if not manifest.is_file():
+        return ""
+    frame = mf.read_manifest(manifest).frame
+    if "auto_accept" not in frame:
+        return f"{len(frame)} masks"
+    accepted = frame["auto_accept"].astype(str).str.lower().eq("true").sum()
+    return f"{len(frame)} masks, {accepted} pass the teacher's auto-accept rule"
 
 
 def score_note(report: Path) -> str:
@@ -210,13 +285,13 @@ def score_note(report: Path) -> str:
 def plan(config: RunConfig, stop_after: str | None = None) -> list[Step]:
     """Every step of the run in order, up to and including ``stop_after`` when given."""
     steps = dataset_steps(config) + teacher_steps(config)
-    manifests, writers = [], []
+    reviewed, writers = {}, []
     for source in config.sources:
         source_part, manifest, writer = source_steps(config, source)
         steps += source_part
-        manifests.append(manifest)
+        reviewed[source.name] = manifest
         writers.append(writer)
-    steps += review_steps(config, manifests, tuple(writers)) + sinet_steps(config)
+    steps += review_steps(config, list(reviewed.values()), tuple(writers)) + sinet_steps(config, reviewed)
     names = [step.name for step in steps]
     if stop_after is None:
         return steps

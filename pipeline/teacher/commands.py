@@ -1,4 +1,4 @@
-"""Command-line shell of this stage: ``pipeline train-teacher`` and ``pipeline pseudo-label``.
+"""Command-line shell of this stage: ``pipeline train-teacher``, ``pipeline pseudo-label``, ``pipeline build-teacher``.
 
 Every option's default is read from the stage's options dataclass (:class:`TrainOptions`, :class:`LabelOptions`),
 and every flag is named after its field.

@@ -54,6 +54,9 @@ class TrainConfig:
         stage1_share: share of ``time_budget`` given to stage 1.
         cache_gb: keep up to this many GB of decoded training photos in memory (0 = decode every time); the
             results do not depend on it.
+        epoch_size: samples per epoch (None = each training sample once). Epochs then take consecutive slices
+            of a stream of seeded permutations of the training set, so runs on training sets of different sizes
+            make the same optimizer steps per epoch while still seeing every sample equally often.
     """
 
     manifests: list[str]
@@ -94,6 +97,7 @@ class TrainConfig:
     time_budget: float | None = None
     stage1_share: float = 0.4
     cache_gb: float = 4.0
+    epoch_size: int | None = None
 
     RUNTIME = ("workers", "threads", "device", "out", "cache_gb")
     """Options a resumed run may change (None keeps the saved value). Workers never change results; the

@@ -194,7 +194,7 @@ class Trainer:
         if state.step == 0:
             step_schedule(self.scheduler)
         sampler = EpochSampler(len(self.train_set), config.seed, stage, epoch, start=state.step * batch,
-                               rank=self.dist.rank, world_size=self.dist.world_size)
+                               rank=self.dist.rank, world_size=self.dist.world_size, epoch_size=config.epoch_size)
         loader = DataLoader(self.train_set, batch_size=batch, sampler=sampler,
                             num_workers=auto_workers(self.device, config.workers), worker_init_fn=init_worker,
                             pin_memory=self.device.type == "cuda", persistent_workers=False)

@@ -15,8 +15,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import albumentations as A
 import cv2
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from sinet_plus.files import file_hash
 from sinet_plus.imageio import IGNORE, ImageReadError, read_image, read_mask, read_pair
 from sinet_plus.stage import console
 from sinet_plus.torch_utils import autocast, pick_device, seed_everything
+
+if TYPE_CHECKING:
+    import albumentations as A
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +120,8 @@ def data_hash(rows: mf.Manifest) -> str:
 
 def train_augmentation(input_size: int) -> A.Compose:
     """Long side to ``input_size``, pad to a square (unknown mask), mirror, scale/shift/rotate, colour."""
+    import albumentations as A  # here, not at the top: `pipeline --help` reads TrainOptions without loading it
+
     return A.Compose([
         A.LongestMaxSize(max_size=input_size),
         A.PadIfNeeded(min_height=input_size, min_width=input_size, border_mode=cv2.BORDER_CONSTANT,

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sinet.training.config import TrainConfig
+from sinet.weights import SINET
 from sinet_plus.cli import new_app, version_option
 from sinet_plus.errors import PathError, UserError
 
@@ -28,7 +29,8 @@ Version = version_option("sinet")
 TRAIN = TrainConfig(manifests=[], out="")
 """The defaults of ``sinet train``."""
 
-WeightsOption = Annotated[Path, typer.Option("--weights", help="Official SINet.pth or a sinet-plus checkpoint.")]
+WeightsOption = Annotated[Path, typer.Option("--weights", help="Official SINet.pth or a sinet-plus checkpoint "
+                                                              "(default: the shipped SINet, sinet/weights/).")]
 
 
 @app.callback()
@@ -153,8 +155,8 @@ def train_command(
 
 @app.command("eval")
 def eval_command(
-    weights: WeightsOption,
     manifest: Annotated[Path, typer.Option(help="Manifest with image and mask columns.")],
+    weights: WeightsOption = SINET,
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "val",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report here (JSON).")] = None,
     rotations: Annotated[bool, typer.Option("--rotations/--no-rotations",
@@ -190,9 +192,9 @@ def eval_command(
 
 @app.command("predict")
 def predict_command(
-    weights: WeightsOption,
     source: Annotated[Path, typer.Argument(help="A photo or a folder of photos.")],
     out: Annotated[Path, typer.Option(help="Output folder: masks/, cutouts/, overlays/, manifest.csv.")],
+    weights: WeightsOption = SINET,
     cutouts: Annotated[bool, typer.Option("--cutouts/--no-cutouts", help="Write RGBA cut-outs.")] = True,
     overlays: Annotated[bool, typer.Option("--overlays/--no-overlays", help="Write overlay JPEGs.")] = True,
     threads: Annotated[int, typer.Option(help="CPU threads for torch (1 is fastest on a busy machine).")] = 1,
@@ -212,8 +214,8 @@ def predict_command(
 
 @app.command("export")
 def export_command(
-    weights: WeightsOption,
     onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write.")],
+    weights: WeightsOption = SINET,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 11 for align_corners bilinear).")] = 17,
     dynamic_batch: Annotated[bool, typer.Option(help="Make the batch dimension dynamic.")] = True,
     tolerance: Annotated[float, typer.Option(help="Largest allowed |torch - onnxruntime| logit difference.")] = 1e-3,

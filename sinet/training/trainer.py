@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -240,7 +241,8 @@ class Trainer:
                "train_loss": sums.loss / max(1, sums.images), "train_band_loss": sums.band_loss / max(1, sums.images),
                **{f"val_{k}": v for k, v in scores.items() if k != "images"},
                "train_seconds": sums.seconds,
-               "images_per_second": sums.images * self.dist.world_size / max(sums.seconds, 1e-9)}
+               "images_per_second": sums.images * self.dist.world_size / max(sums.seconds, 1e-9),
+               "load_average": os.getloadavg()[0]}  # how busy the machine was: speed figures need it
         state.history.append(row)
         self._bank_time(started)
         state.epoch_seconds.append(sums.seconds)

@@ -157,11 +157,13 @@ def _register_stages() -> None:
     """Add the stages' commands; each stage keeps its command-line shell beside its core."""
     from pipeline.crop import commands as crop_commands
     from pipeline import run_commands
+    from pipeline.formats import commands as format_commands
     from pipeline.review import commands as review_commands
     from pipeline.teacher import commands as teacher_commands
 
     for module in (crop_commands, teacher_commands, review_commands, run_commands):
         module.register(app)
+    format_commands.register(app, manifest_app)
 
 
 _register_stages()

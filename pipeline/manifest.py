@@ -51,7 +51,8 @@ COLUMNS: dict[str, str] = {
     "person_coverage": "share of the crop's pixels that are person in the mask",
     "width": "width of the written photo in pixels",
     "height": "height of the written photo in pixels",
-    "teacher": "short hash of the teacher checkpoint that predicted the mask",
+    "teacher": "short hash of the teacher file (checkpoint or ensemble) that predicted or checked the mask",
+    "teacher_mask": "path of the teacher's mask for a human-made mask it checked",
     "soft_mask": "path of the soft-probability PNG (0..255 = P(person)), when written",
     # quality signals of a predicted mask
     "mean_confidence": "mean over pixels of max(p, 1 - p) of the teacher's probability",
@@ -62,7 +63,12 @@ COLUMNS: dict[str, str] = {
     "flip_agreement": "IoU between the predictions for the photo and its mirror image",
     "face_in_mask": "share of the largest detected face box covered by the mask (empty if no face)",
     "expected_iou": "soft IoU of the mask with the teacher's probabilities (its self-estimated IoU)",
-    "priority": "predicted-failure score in [0, 1]: higher = more likely wrong, reviewed first",
+    "member_agreement": "mean pairwise IoU of the masks of the teacher ensemble's members (empty for one model)",
+    "teacher_agreement": "IoU between a human-made mask and the teacher's mask of the same photo",
+    "priority": "predicted-failure score in [0, 1]: higher = more likely wrong, reviewed first "
+                "(for a checked human mask: 1 - `teacher_agreement`)",
+    "auto_accept": "`true` when the teacher's calibrated rule accepts the mask without review (its own mask: "
+                   "`priority` at most the rule's threshold; a human mask: `teacher_agreement` high enough)",
     # review
     "status": "`pending`, `accepted` or `rejected`",
     "reviewer": "who decided (`auto` for unattended --auto-accept runs, `dataset` for human-made masks)",
@@ -72,6 +78,10 @@ COLUMNS: dict[str, str] = {
     "fixed_with": "the tool the mask was fixed in (`cvat`, `label-studio`, `coco`)",
     "fixed_by": "who fixed the mask (the tool's user, or `--annotator`)",
 }
+
+
+PATH_COLUMNS = ("image", "mask", "origin", "soft_mask", "teacher_mask")
+"""Columns holding paths relative to the manifest's folder (rebased when a manifest is written elsewhere)."""
 
 
 class ManifestError(Exception):
@@ -100,7 +110,7 @@ class Manifest:
 def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
     """Give empty path cells one spelling ('') and ids the string type."""
     frame = frame.copy()
-    for column in ("image", "mask", "origin", "soft_mask"):
+    for column in PATH_COLUMNS:
         if column in frame.columns:
             frame[column] = frame[column].fillna("").astype(str)
     if "id" in frame.columns:
@@ -133,7 +143,7 @@ def _rebase(frame: pd.DataFrame, old_root: Path, new_root: Path) -> pd.DataFrame
     if old_root.resolve() == new_root.resolve():
         return frame
     frame = frame.copy()
-    for column in ("image", "mask", "origin", "soft_mask"):
+    for column in PATH_COLUMNS:
         if column in frame.columns:
             frame[column] = [os.path.relpath(old_root / v, new_root) if isinstance(v, str) and v else ""
                              for v in frame[column]]

@@ -108,15 +108,30 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
         CheckpointError: unreadable file, unknown layout, or weights that do not fit the architecture.
     """
     checkpoint = load_checkpoint(path)
-    model = ARCHITECTURES[checkpoint["arch"]](num_classes=int(checkpoint["num_classes"]))
-    try:
-        model.load_state_dict(checkpoint["state_dict"], strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(path, f"weights do not fit {checkpoint['arch']}: {error}") from error
+    model, preprocessing = model_from_checkpoint(checkpoint, path)
     extra = checkpoint.get("extra", {})
     meta = {"arch": checkpoint["arch"], "num_classes": int(checkpoint["num_classes"]),
             "source": extra.get("source", "sinet-plus"), "extra": extra}
-    return model.to(device).eval(), Preprocessing.from_dict(checkpoint["preprocessing"]), meta
+    return model.to(device).eval(), preprocessing, meta
+
+
+def model_from_checkpoint(checkpoint: Mapping[str, Any], source: str | os.PathLike) -> tuple[nn.Module, Preprocessing]:
+    """The model (eval mode, CPU, float32) and preprocessing of a checkpoint dict in our format.
+
+    Args:
+        checkpoint: what :func:`load_checkpoint` returns (float16 weights are cast back to float32).
+        source: the file (or ensemble member) it came from, for errors.
+
+    Raises:
+        CheckpointError: the weights do not fit the architecture.
+    """
+    model = ARCHITECTURES[checkpoint["arch"]](num_classes=int(checkpoint["num_classes"]))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(source, f"weights do not fit {checkpoint['arch']}: {error}") from error
+    return model.eval(), Preprocessing.from_dict(checkpoint["preprocessing"])
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, preprocessing: Preprocessing,

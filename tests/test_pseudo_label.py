@@ -79,7 +79,8 @@ def test_faces_are_found_on_real_portraits(labelled):
 
 def test_manifest_input_keeps_ids_and_provenance(teacher, eg1800_dir, tmp_path):
     source = small_manifest(eg1800_dir, tmp_path / "in" / "small.csv")
-    frame = mf.read_manifest(source).frame.head(2).assign(origin=lambda f: f["image"], origin_stem=["a", "b"])
+    frame = mf.read_manifest(source).frame.head(2).assign(origin=lambda f: f["image"], origin_stem=["a", "b"],
+                                                          mask="", status="pending")
     mf.write_manifest(mf.new_rows(frame.to_dict("records")), source)
     result = invoke("pseudo-label", source, "--teacher", teacher, "--out", tmp_path / "out", *LABEL, "--no-faces")
     assert result.exit_code == 0, result.output
@@ -89,6 +90,25 @@ def test_manifest_input_keeps_ids_and_provenance(teacher, eg1800_dir, tmp_path):
     assert out.path(out.frame["origin"][0]) == (eg1800_dir / "images" / "00001.jpg").resolve()
     assert out.frame["face_in_mask"].isna().all()
     assert (tmp_path / "out" / "masks" / "eg1800__00001.png").is_file()
+
+
+def test_rows_with_human_masks_are_checked_not_relabelled(teacher, eg1800_dir, tmp_path):
+    source = small_manifest(eg1800_dir, tmp_path / "in" / "small.csv")
+    result = invoke("pseudo-label", source, "--teacher", teacher, "--out", tmp_path / "out", *LABEL, "--no-faces")
+    assert result.exit_code == 0, result.output
+    out = mf.load(tmp_path / "out" / "manifest.csv", check_files=True).frame.set_index("id")
+    given = mf.load(source)
+    readable = [i for i, image in zip(given.frame["id"], given.paths("image")) if image.is_file()]
+    assert sorted(out.index) == sorted(readable)  # same ids and sources: the same samples
+    assert set(out["source"]) == {"eg1800"} and set(out["split"]) == {"train", "val"}
+    row = out.loc["eg1800/00001"]
+    assert mf.load(tmp_path / "out" / "manifest.csv").path(row["mask"]) == given.path(given.frame["mask"][0])
+    teacher_mask = read_mask(tmp_path / "out" / row["teacher_mask"])
+    human = read_mask(eg1800_dir / "masks" / "00001.png")
+    expected = np.logical_and(teacher_mask == 1, human == 1).sum() / np.logical_or(teacher_mask == 1, human == 1).sum()
+    assert row["teacher_agreement"] == pytest.approx(expected, abs=1e-6)
+    assert row["priority"] == pytest.approx(1 - expected, abs=1e-6)
+    assert not out["auto_accept"].any()  # a bare checkpoint carries no calibrated rule: nothing is auto-accepted
 
 
 def test_signals_as_functions_of_the_probability_map():

@@ -99,11 +99,26 @@ def load_teacher(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         CheckpointError: see :func:`read_checkpoint`; also when the weights do not fit the stored config.
     """
     payload = read_checkpoint(path)
+    model, config = teacher_from_payload(payload, path)
+    return Teacher(model.to(device).eval(), config, file_hash(path), dict(payload.get("val", {})),
+                   str(payload.get("data_hash", "")))
+
+
+def teacher_from_payload(payload: Mapping[str, Any], source: str | os.PathLike) -> tuple[nn.Module, TeacherConfig]:
+    """The DeepLabV3+ (float32, eval mode, CPU) and its config from a checkpoint dict already read.
+
+    Args:
+        payload: the dict :func:`read_checkpoint` returns (float16 weights of a shipped file are cast back).
+        source: the file (or ensemble member) it came from, for errors.
+
+    Raises:
+        CheckpointError: the weights do not fit the stored config.
+    """
     try:
         config = TeacherConfig.from_dict(payload["config"])
         model = build_model(config)
-        model.load_state_dict(payload["state_dict"], strict=True)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+        model.load_state_dict(state, strict=True)
     except (KeyError, ValueError, RuntimeError) as error:
-        raise CheckpointError(path, f"weights do not fit the stored config: {str(error)[:300]}") from None
-    return Teacher(model.to(device).eval(), config, file_hash(path), dict(payload.get("val", {})),
-                   str(payload.get("data_hash", "")))
+        raise CheckpointError(source, f"weights do not fit the stored config: {str(error)[:300]}") from None
+    return model.eval(), config

@@ -32,7 +32,7 @@ class _Loader:
         self.options = options
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        loaded = [load_photo(key, pickle.loads(item), self.options.long_side, self.options.faces)
+        loaded = [load_photo(key, pickle.loads(item), self.options.faces)
                   for key, item in zip(batch["key"], batch["item"])]
         return {"loaded": np.array([pickle.dumps(photo) for photo in loaded], dtype=object)}
 

@@ -44,7 +44,9 @@ def crop_baidu(
     masks_dir: Annotated[Optional[Path], typer.Argument(help="Folder of person masks with the photos' stems.")] = None,
     manifest: Annotated[Optional[Path], typer.Option(help="Take photos and masks from this manifest instead "
                                                           "of IMAGES_DIR and MASKS_DIR.")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Processes, each with its own MTCNN.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Processes (local) or Ray actors, each with its own MTCNN.")
+                       ] = 1,
+    engine: Annotated[str, typer.Option(help="'local' (process pool) or 'ray' (Ray Data actor pool).")] = "local",
     threads: Annotated[int, typer.Option(min=1, help="Torch threads per worker.")] = 1,
     size: Annotated[str, typer.Option(help="Output size WIDTHxHEIGHT (EG1800-like).")] = "600x800",
     native_size: Annotated[bool, typer.Option(help="Write crops at the photo's own resolution.")] = False,
@@ -97,7 +99,8 @@ def crop_baidu(
                                       min_face_size=detect_min_face),
             output_size=None if native_size else _size(size), unknown_value=unknown_value)
         source = mf.load(manifest) if manifest is not None else None
-        summary = run(images_dir, masks_dir, out, settings, workers=workers, threads=threads, manifest=source)
+        summary = run(images_dir, masks_dir, out, settings, workers=workers, threads=threads, manifest=source,
+                      engine=engine)
     except (FileNotFoundError, ValueError, mf.ManifestError) as error:
         raise fail(str(error))
     crops = mf.read_manifest(summary.manifest)

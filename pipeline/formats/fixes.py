@@ -27,8 +27,9 @@ VERDICTS = ("accepted", "rejected", "pending")
 FIXED = "fixed/"
 """Key prefix of the items a fix adds (``fixed/pseudo/baidu_crop/0007-f0``)."""
 
-PREDICTION_COLUMNS = ("teacher", "soft_mask", "mean_confidence", "uncertain_share", "foreground_share", "components",
-                      "boundary_sharpness", "flip_agreement", "face_in_mask", "expected_iou", "priority")
+PREDICTION_COLUMNS = ("teacher", "teacher_mask", "soft_mask", "mean_confidence", "uncertain_share", "foreground_share",
+                      "components", "boundary_sharpness", "flip_agreement", "face_in_mask", "expected_iou",
+                      "member_agreement", "teacher_agreement", "priority", "auto_accept")
 """Columns that describe the teacher's mask; a fixed mask drops them (they no longer describe it)."""
 
 

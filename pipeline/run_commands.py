@@ -37,6 +37,8 @@ def print_outputs(console: Console, config) -> None:
         lines.append(f"{model + ':':<20}{config.out / model / 'best.pt'} (eval: {config.out / model / 'eval.json'})")
     lines.append(f"step logs:          {config.out / 'logs'}")
     lines.append(f"open the review app: pipeline review --db {config.review_db}   → http://127.0.0.1:8501")
+    if config.report.is_file():
+        lines.append(f"run report:         {config.report}   (open it in a browser)")
     console.print("\n".join(lines))
 
 
@@ -55,10 +57,12 @@ def run_command(
 ) -> None:
     """Photos → crop-baidu → teacher → pseudo-label → review → export → sinet train → sinet eval.
 
-    Each step is skipped when its outputs are current; one summary at the end."""
+    Each step is skipped when its outputs are current; one summary and the run report (HTML) at the end, also
+    when the run stops for review or fails (the report shows what is there)."""
     from pipeline.cli import fail
     from pipeline.run import Runner, RunError, WaitingForReview, subprocess_env
-    from pipeline.run_plan import load_config, plan
+    from pipeline.report import write_report
+    from pipeline.run_plan import load_config, plan, report_inputs
 
     console = Console() if Console().is_terminal else Console(width=150)  # logs: no wrapping at 80 columns
     try:
@@ -75,6 +79,7 @@ def run_command(
     except RunError as error:
         code, message = 1, f"[bold red]error:[/] {error}"
     console.print(summary_table(runner.results))
+    write_report(report_inputs(config), config.report)
     print_outputs(console, config)
     if message:
         Console(stderr=True).print(message)

@@ -26,6 +26,7 @@ from typing import Any
 
 import pipeline
 from pipeline import manifest as mf
+from pipeline.report import ReportInputs
 from pipeline.run import RunError, Step, WaitingForReview, command, options_argv
 
 PROJECT = Path(pipeline.__file__).resolve().parents[1]
@@ -82,6 +83,7 @@ class RunConfig:
     sinet_train: list[str] = field(default_factory=list)
     sinet_val: str = "curated"
     sinet_val_split: str = "val"
+    sinet_init: Path | None = None
     baseline: bool = False
     sinet_options: dict[str, Any] = field(default_factory=dict)
     eval_options: dict[str, Any] = field(default_factory=dict)
@@ -93,6 +95,10 @@ class RunConfig:
     @property
     def curated(self) -> Path:
         return self.out / "curated.csv"
+
+    @property
+    def report(self) -> Path:
+        return self.out / "report.html"
 
     def models(self) -> list[str]:
         """SINet runs: ``sinet-plus`` (datasets + curated data) and, with ``baseline``, ``sinet-base``."""
@@ -164,6 +170,7 @@ def load_config(path: str | os.PathLike, auto_accept: float | None = None,
     config.sinet_train = list(sinet.get("train", []))
     config.sinet_val = sinet.get("val", "curated")
     config.sinet_val_split = sinet.get("val_split", "val")
+    config.sinet_init = _expand(sinet["init"], folder) if "init" in sinet else None
     config.baseline = bool(sinet.get("baseline", False))
     config.sinet_options = dict(sinet.get("options", {}))
     config.eval_options = dict(sinet.get("eval", {}))
@@ -341,7 +348,11 @@ def sinet_steps(config: RunConfig) -> list[Step]:
         for manifest in manifests:
             argv += ["--manifest", str(manifest)]
         title = "train SINet on " + " + ".join(config.sinet_train + (["curated"] if model == "sinet-plus" else []))
+        if config.sinet_init:
+            argv += ["--init", str(config.sinet_init), "--stage", "2"]
+            title = title.replace("train", "fine-tune", 1) + f" from {config.sinet_init.name}"
         trainings.append(Step(model, title, [out / "best.pt"], argv + options_argv(config.sinet_options),
+                              inputs=[config.sinet_init] if config.sinet_init else [],
                               after=tuple(dict.fromkeys(after)), owns=[out], resume=("--resume", out / "last.pt"),
                               group="sinet-train"))
         report = out / "eval.json"
@@ -352,6 +363,56 @@ def sinet_steps(config: RunConfig) -> list[Step]:
                                 after=(model, *val_after), owns=[report], group="sinet-eval",
                                 note=lambda r=report: score_note(r)))
     return trainings + evaluations
+
+
+@dataclass(frozen=True)
+class ShownModel:
+    """A SINet whose masks the report shows: its name in paths, its title in the page, its weights, and the
+    training step that writes them (``None`` for the checkpoint a fine-tuning starts from)."""
+
+    name: str
+    title: str
+    weights: Path
+    trained_by: str | None
+
+
+def shown_models(config: RunConfig) -> list[ShownModel]:
+    """The fine-tuning's starting checkpoint (when there is one), then each trained model."""
+    start = [ShownModel("start", f"{config.sinet_init.stem} (before)", config.sinet_init, None)] \
+        if config.sinet_init else []
+    return start + [ShownModel(model, f"{model} (after)" if config.sinet_init else model,
+                               config.out / model / "best.pt", model) for model in config.models()]
+
+
+def predict_folder(config: RunConfig, model: ShownModel, source: Source) -> Path:
+    return config.out / "predict" / model.name / source.name
+
+
+def predict_steps(config: RunConfig) -> list[Step]:
+    """``sinet predict`` of every shown model on every source's crops, for the report's side-by-side masks."""
+    steps = []
+    for model in shown_models(config):
+        for source in config.sources:
+            out, crops = predict_folder(config, model, source), config.out / source.name / "crops" / "images"
+            steps.append(Step(f"{model.name}-{source.name}-predict", f"{model.title} masks the {source.name} crops",
+                              [out / "manifest.csv"],
+                              [*command("sinet"), "predict", str(crops), "--weights", str(model.weights),
+                               "--out", str(out), "--no-cutouts", "--no-overlays"],
+                              inputs=[] if model.trained_by else [model.weights],
+                              after=(f"{source.name}-crop",) + ((model.trained_by,) if model.trained_by else ()),
+                              owns=[out]))
+    return steps
+
+
+def report_inputs(config: RunConfig) -> ReportInputs:
+    """What the run report shows, from where this run's steps write it."""
+    unlabelled = [s for s in config.sources if s.masks is None]
+    return ReportInputs(title=f"pipeline run {config.path.name}",
+                        crops=[config.out / s.name / "crops" / "manifest.csv" for s in config.sources],
+                        labels=[config.out / s.name / "pseudo" / "manifest.csv" for s in unlabelled],
+                        review_db=config.review_db, curated=config.curated,
+                        predictions={m.title: [predict_folder(config, m, s) for s in config.sources]
+                                     for m in shown_models(config)})
 
 
 def score_note(report: Path) -> str:
@@ -374,7 +435,7 @@ def plan(config: RunConfig, stop_after: str | None = None) -> list[Step]:
         steps += source_part
         manifests.append(manifest)
         writers.append(writer)
-    steps += review_steps(config, manifests, tuple(writers)) + sinet_steps(config)
+    steps += review_steps(config, manifests, tuple(writers)) + sinet_steps(config) + predict_steps(config)
     names = [step.name for step in steps]
     if stop_after is None:
         return steps

@@ -132,8 +132,11 @@ def test_quickstart_config_plans_every_stage():
     config = load_config(Path(__file__).parents[1] / "configs" / "quickstart.toml", auto_accept=0.5)
     names = [step.name for step in plan(config)]
     assert names == ["demo-photos", "demo-masks", "demo-crop", "demo-label", "queue", "review", "export",
-                     "sinet-plus", "sinet-plus-eval"]
+                     "sinet-plus", "sinet-plus-eval", "start-demo-predict", "sinet-plus-demo-predict"]
     assert plan(config, stop_after="export")[-1].name == "export"
+    training = next(step for step in plan(config) if step.name == "sinet-plus")
+    assert training.command[training.command.index("--init") + 1] == str(config.sinet_init)
+    assert config.sinet_init.name == "sinet-eg1800.pt" and config.sinet_init in training.inputs
 
 
 # ---- unattended review ----

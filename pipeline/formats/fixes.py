@@ -1,7 +1,7 @@
 """The fix loop: rejected masks out to an annotation tool, the corrected masks back in as accepted items.
 
-:func:`review_manifest` gives the review store's items of chosen verdicts as a manifest (what ``pipeline export
---format`` writes; rejected items carry the teacher's mask, the starting point of a fix). :func:`import_fixes`
+``pipeline export --status rejected --format cvat`` (or ``label-studio``) writes the rejected items with the
+teacher's mask as the starting point of a fix (:func:`~pipeline.review.export.review_manifest`). :func:`import_fixes`
 reads the tool's corrected file and adds every fixed mask as a **new** item ``fixed/<key>``, accepted by the
 person who fixed it, with ``fixed_from``, ``fixed_with`` and ``fixed_by`` in its row; the rejected item and
 every other decision stay as they were, so the record shows both the teacher's miss and the fix.
@@ -13,16 +13,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-from pipeline import manifest as mf
 from pipeline.formats.convert import READERS, check_format
-from pipeline.formats.items import FormatError, ImportedMask
+from pipeline.formats.items import ImportedMask
 from pipeline.imageio import STORED_UNKNOWN, read_mask, write_mask
 from pipeline.review.export import verdicts
 from pipeline.review.store import NewItem, Store
-
-VERDICTS = ("accepted", "rejected", "pending")
-"""What ``--status`` may select: the verdict of a fully reviewed item, or ``pending`` for one still open."""
 
 FIXED = "fixed/"
 """Key prefix of the items a fix adds (``fixed/pseudo/baidu_crop/0007-f0``)."""
@@ -40,24 +35,6 @@ class FixResult:
     added: list[str] = field(default_factory=list)
     known: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-
-
-def review_manifest(store: Store, statuses: tuple[str, ...] = ("accepted",)) -> mf.Manifest:
-    """The store's real items whose verdict is one of ``statuses``, rows rooted at the data root."""
-    for status in statuses:
-        if status not in VERDICTS:
-            raise FormatError(f"unknown status {status!r} (use one of: {', '.join(VERDICTS)})")
-    items = store.items_frame()
-    items = items[items["gold"].isna()]
-    verdict = verdicts(store).set_index("key")
-    rows = []
-    for key, row in zip(items["key"], items["row"]):
-        status = verdict.at[key, "status"] if key in verdict.index else "pending"
-        if status in statuses:
-            decided = verdict.loc[key] if key in verdict.index else {}
-            rows.append({**row, "status": status, **{c: decided[c] for c in ("reviewer", "decided_at", "reason")
-                                                     if c in decided}})
-    return mf.Manifest(mf.new_rows(rows), store.data_root)
 
 
 def _match(entry: ImportedMask, keys: dict[str, str]) -> str | None:

@@ -14,6 +14,9 @@ from rich.table import Table
 
 import pipeline
 from pipeline import manifest as mf
+from pipeline.formats.commands import UrlPrefix, print_export
+from pipeline.formats.items import FormatError
+from pipeline.formats.label_studio import LOCAL_FILES
 from pipeline.review.store import ReviewStoreError, Store
 
 APP = Path(pipeline.__file__).resolve().parents[1] / "review_app" / "app.py"
@@ -106,21 +109,36 @@ def review_command(
 
 def export_command(
     db: Db,
-    out: Annotated[Path, typer.Option(help="Manifest to write (.csv or .parquet).")],
-    base: Annotated[list[Path], typer.Option(help="Manifests to include as they are (repeat for several).")] = [],
-    with_rejected: Annotated[bool, typer.Option(help="Also write rejected items (status rejected).")] = False,
+    out: Annotated[Path, typer.Option(help="File to write: a manifest (.csv or .parquet), or the --format's file "
+                                           "(a folder for fiftyone).")],
+    format: Annotated[str, typer.Option(help="manifest, or an annotation tool's format: coco, coco-instances, "
+                                             "cvat, label-studio, fiftyone.")] = "manifest",
+    status: Annotated[list[str], typer.Option(help="Verdicts to export: accepted, rejected (the fix loop's "
+                                                   "start), pending (repeat for several).")] = ["accepted"],
+    base: Annotated[list[Path], typer.Option(help="Manifests to include as they are (repeat for several; "
+                                                  "manifest format).")] = [],
+    image_url_prefix: UrlPrefix = LOCAL_FILES,
 ) -> None:
-    """Write the accepted items (plus any base manifests) as a manifest the SINet trainer reads."""
-    from pipeline.review.export import export_manifest
+    """Write the reviewed items as a manifest the SINet trainer reads, or in an annotation tool's format."""
+    from pipeline.formats.convert import write_format
+    from pipeline.review.export import export_manifest, review_manifest
 
+    if base and format != "manifest":
+        raise _fail("--base goes with --format manifest only")
     store = _open(db)
     try:
-        manifest, reviewed = export_manifest(store, out, base, with_rejected)
-    except (mf.ManifestError, ReviewStoreError) as error:
+        if format == "manifest":
+            manifest, reviewed = export_manifest(store, out, base, tuple(status))
+            mf.write_manifest(manifest, out)
+        else:
+            items = write_format(review_manifest(store, tuple(status)), format, out, image_url_prefix)
+    except (mf.ManifestError, ReviewStoreError, FormatError) as error:
         raise _fail(str(error))
-    mf.write_manifest(manifest, out)
-    console.print(f"wrote {len(manifest)} rows to {out} ({reviewed} reviewed, {len(manifest) - reviewed} from "
-                  "base manifests)")
+    if format == "manifest":
+        console.print(f"wrote {len(manifest)} rows to {out} ({reviewed} reviewed, {len(manifest) - reviewed} from "
+                      "base manifests)")
+    else:
+        print_export(items, format, out)
 
 
 def review_stats_command(

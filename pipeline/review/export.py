@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import manifest as mf
-from pipeline.review.store import Store
+from pipeline.review.store import ReviewStoreError, Store
 
 
 def iso(seconds: float) -> str:
@@ -40,20 +40,37 @@ def verdicts(store: Store) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["key", "status", "reviewer", "decided_at", "reason"])
 
 
+VERDICTS = ("accepted", "rejected", "pending")
+"""What an export may select: the verdict of a fully reviewed item, or ``pending`` for one still open."""
+
+
+def review_manifest(store: Store, statuses: tuple[str, ...] = ("accepted",)) -> mf.Manifest:
+    """The store's real items whose verdict is one of ``statuses`` (see :data:`VERDICTS`), rooted at the data root.
+
+    Decided rows get ``status``, ``reviewer``, ``decided_at`` and ``reason`` from :func:`verdicts`; pending rows
+    keep ``status`` pending.
+    """
+    unknown = [s for s in statuses if s not in VERDICTS]
+    if unknown:
+        raise ReviewStoreError(f"unknown status {unknown[0]!r} (use one of: {', '.join(VERDICTS)})")
+    items = store.items_frame()
+    items = items[items["gold"].isna()]
+    decided = verdicts(store).set_index("key")
+    rows = []
+    for key, row in zip(items["key"], items["row"]):
+        verdict = decided.loc[key].to_dict() if key in decided.index else {"status": "pending"}
+        if verdict["status"] in statuses:
+            rows.append({**row, **verdict})
+    return mf.Manifest(mf.new_rows(rows), store.data_root)
+
+
 def export_manifest(store: Store, out: str | os.PathLike, bases: list[Path] = (),
-                    with_rejected: bool = False) -> tuple[mf.Manifest, int]:
-    """The accepted items (and the rejected ones when asked) stacked with ``bases``, rooted at ``out``'s folder.
+                    statuses: tuple[str, ...] = ("accepted",)) -> tuple[mf.Manifest, int]:
+    """The items of ``statuses`` (:func:`review_manifest`) stacked with ``bases``, rooted at ``out``'s folder.
 
     Returns the manifest and how many reviewed rows it holds. Raises :class:`~pipeline.manifest.ManifestError`
     when a base manifest is invalid or its ids clash with reviewed ones.
     """
-    items = store.items_frame().set_index("key")
-    table = verdicts(store)
-    if not with_rejected:
-        table = table[table["status"] == "accepted"]
-    rows = [{**items.at[v.key, "row"], "status": v.status, "reviewer": v.reviewer, "decided_at": v.decided_at,
-             "reason": v.reason} for v in table.itertuples()]
-    reviewed = mf.Manifest(mf.new_rows(rows), store.data_root)
-    target = Path(out).parent.absolute()
-    combined = mf.concat([reviewed, *(mf.load(path) for path in bases)], target)
-    return combined, len(rows)
+    reviewed = review_manifest(store, statuses)
+    combined = mf.concat([reviewed, *(mf.load(path) for path in bases)], Path(out).parent.absolute())
+    return combined, len(reviewed)

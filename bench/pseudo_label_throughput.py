@@ -24,12 +24,11 @@ import numpy as np
 import torch
 
 from pipeline.imageio import list_photos, read_image
-from pipeline.ray_data import start_local_ray
 from pipeline.teacher.checkpoint import load_teacher
 from pipeline.teacher.inference import Predictor, resize_for_model
 from pipeline.stage import run_stage
 from pipeline.teacher.pseudo_label import Labeler, LabelOptions, plan_items, run_local
-from pipeline.teacher.ray_engine import run_ray
+from pipeline.teacher.ray_engine import run_ray, start_local_ray
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -19,7 +19,7 @@ from pipeline.imageio import read_image, read_mask
 from pipeline.stage import Journal
 from pipeline.teacher import signals as sg
 from pipeline.teacher.checkpoint import file_hash
-from pipeline.ray_data import start_local_ray
+from pipeline.teacher.ray_engine import start_local_ray
 from teacher_helpers import TINY, bad_photo_folder, invoke, small_manifest
 
 LABEL = ["--long-side", "96", "--batch-size", "3", "--workers", "1", "--device", "cpu"]

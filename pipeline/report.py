@@ -92,10 +92,12 @@ def table(frame: pd.DataFrame) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _read(paths: list[Path]) -> mf.Manifest | None:
+def _read(paths: list[Path], prefix_ids: bool = False) -> mf.Manifest | None:
+    """The manifests that exist and have rows, stacked; ``prefix_ids`` prefixes ids with the manifest's number
+    (crops of two sources may share photo stems)."""
     tables = [mf.read_manifest(p) for p in paths if p.is_file()]
     tables = [t for t in tables if len(t)]
-    return mf.concat(tables, tables[0].root) if tables else None
+    return mf.concat(tables, tables[0].root, prefix_ids=prefix_ids) if tables else None
 
 
 def _box(image: np.ndarray, x0: float, y0: float, x1: float, y1: float, colour: tuple) -> None:
@@ -104,7 +106,7 @@ def _box(image: np.ndarray, x0: float, y0: float, x1: float, y1: float, colour: 
 
 
 def crops_section(inputs: ReportInputs) -> str:
-    crops = _read(inputs.crops)
+    crops = _read(inputs.crops, prefix_ids=True)
     if crops is None:
         return "<p class='muted'>No crops in this run.</p>"
     frame = crops.frame

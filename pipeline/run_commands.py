@@ -61,7 +61,10 @@ def run_command(
     when the run stops for review or fails (the report shows what is there)."""
     from pipeline.cli import fail
     from pipeline.run import Runner, RunError, WaitingForReview, subprocess_env
+    from pipeline.imageio import ImageReadError
+    from pipeline.manifest import ManifestError
     from pipeline.report import write_report
+    from pipeline.review.store import ReviewStoreError
     from pipeline.run_plan import load_config, plan, report_inputs
 
     console = Console() if Console().is_terminal else Console(width=150)  # logs: no wrapping at 80 columns
@@ -79,7 +82,10 @@ def run_command(
     except RunError as error:
         code, message = 1, f"[bold red]error:[/] {error}"
     console.print(summary_table(runner.results))
-    write_report(report_inputs(config), config.report)
+    try:
+        write_report(report_inputs(config), config.report)
+    except (ManifestError, ImageReadError, ReviewStoreError, OSError) as error:
+        code, message = code or 1, f"[bold red]error:[/] run report not written: {error}"
     print_outputs(console, config)
     if message:
         Console(stderr=True).print(message)

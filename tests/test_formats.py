@@ -162,3 +162,18 @@ def test_fiftyone_loads_the_segmentation_folder(raw_manifest, tmp_path):
             assert (mask == np.where(want == 1, 255, np.where(want == IGNORE, 128, 0))).all()
     finally:
         dataset.delete()
+
+
+def test_import_refuses_missing_photos_and_names_leaving_the_folder(raw_manifest, tmp_path, eg1800_dir):
+    out = tmp_path / "coco.json"
+    write_format(mf.load(raw_manifest), "coco", out)
+    wrong = subprocess.run([PIPELINE, "manifest", "import-annotations", str(out), "--format", "coco", "--images",
+                            str(tmp_path), "--out", str(tmp_path / "back.csv")], capture_output=True, text=True)
+    assert wrong.returncode == 1 and "no such photo" in wrong.stderr and not (tmp_path / "back.csv").exists()
+    document = json.loads(out.read_text())
+    document["images"][0]["file_name"] = "../../etc/passwd"
+    out.write_text(json.dumps(document))
+    escaping = subprocess.run([PIPELINE, "manifest", "import-annotations", str(out), "--format", "coco", "--images",
+                               str(eg1800_dir / "raw" / "images"), "--out", str(tmp_path / "back.csv")],
+                              capture_output=True, text=True)
+    assert escaping.returncode == 1 and "leaves the images folder" in escaping.stderr

@@ -86,6 +86,9 @@ def import_annotations(path: str | os.PathLike, format: str, images: str | os.Pa
     root = out.parent.absolute()
     rows = []
     for entry in imported:
+        name = Path(entry.name)
+        if name.is_absolute() or ".." in name.parts:
+            raise FormatError(f"{path}: the photo name {entry.name!r} leaves the images folder")
         photo = find_photo(images, entry.name)
         with Image.open(photo) as opened:
             size = opened.size

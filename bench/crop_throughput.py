@@ -24,7 +24,7 @@ import torch
 
 from pipeline.crop import faces
 from pipeline.crop.stage import CropSettings, crop_photo, run
-from pipeline.imageio import read_image, read_mask, write_jpeg, write_mask
+from sinet_plus.imageio import read_image, read_mask, write_jpeg, write_mask
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fullbody"
 

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from pipeline.crop.faces import DetectorSettings, FaceDetector
-from pipeline.imageio import read_image
+from sinet_plus.imageio import read_image
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eg1800"
 SIDES = (640, 320)

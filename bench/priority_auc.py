@@ -27,10 +27,10 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from pipeline import manifest as mf
-from pipeline.imageio import read_mask
 from pipeline.teacher.pseudo_label import LabelOptions, pseudo_label
 from pipeline.teacher.train import photo_iou
+from sinet_plus import manifest as mf
+from sinet_plus.imageio import read_mask
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SIGNALS = {  # signal -> +1 when higher means more likely wrong, -1 when lower does

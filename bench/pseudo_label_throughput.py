@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.imageio import list_photos, read_image
 from pipeline.teacher.checkpoint import load_teacher
 from pipeline.teacher.inference import Predictor, resize_for_model
-from pipeline.stage import run_stage
 from pipeline.teacher.pseudo_label import Labeler, LabelOptions, plan_items, run_local
 from pipeline.teacher.ray_engine import run_ray, start_local_ray
+from sinet_plus.imageio import list_photos, read_image
+from sinet_plus.stage import run_stage
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -1,8 +1,8 @@
 """What every Ray engine of a stage shares: a local Ray, items in as a Ray dataset, outcomes back to the driver.
 
 A stage's Ray engine builds a Ray Data pipeline of actor pools; its items enter pickled (payloads of any shape),
-its actors return each :class:`~pipeline.stage.Outcome` as JSON, and the driver streams them into
-:func:`~pipeline.stage.run_stage`, which journals them exactly as it does the local engine's.
+its actors return each :class:`~sinet_plus.stage.Outcome` as JSON, and the driver streams them into
+:func:`~sinet_plus.stage.run_stage`, which journals them exactly as it does the local engine's.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.stage import Outcome
+from sinet_plus.stage import Outcome
 
 
 def start_local_ray(num_cpus: int | None = None) -> None:

@@ -21,10 +21,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pipeline import manifest as mf
-from pipeline.atomic import write_text_atomic
 from pipeline.crop.preview import overlay
-from pipeline.imageio import IGNORE, STORED_UNKNOWN, read_image, read_mask
+from sinet_plus import manifest as mf
+from sinet_plus.files import write_text_atomic
+from sinet_plus.imageio import IGNORE, STORED_UNKNOWN, read_image, read_mask
 
 THUMB = 320
 """Long side of the pictures in the page, in pixels."""

@@ -38,7 +38,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from pipeline.atomic import write_text_atomic
+from sinet_plus.errors import UserError
+from sinet_plus.files import write_text_atomic
 
 RECORDS = ".run"
 """Folder under the run's output folder holding one JSON record per step."""
@@ -47,7 +48,7 @@ LOGS = "logs"
 """Folder under the run's output folder holding one log per subprocess step."""
 
 
-class RunError(Exception):
+class RunError(UserError):
     """A step failed or cannot start; the message names the step and where its log is."""
 
 
@@ -241,8 +242,11 @@ class Runner:
                 self.results.append(StepResult(step.name, step.title, "waiting", time.time() - started,
                                                str(waiting)))
                 raise
-            except Exception as error:
-                raise self._fail(step, started, None, f"{type(error).__name__}: {error}") from error
+            except (UserError, OSError) as error:
+                raise self._fail(step, started, None, str(error)) from error
+            except Exception:  # a bug: recorded as a failure, then shown with its traceback
+                self._fail(step, started, None, "unexpected error (traceback below)")
+                raise
             self._finish(step, how, started, None, note)
             return
         log = self.out / LOGS / f"{step.name}.log"

@@ -7,7 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from sinet_plus.cli import stderr
+from sinet_plus.errors import UserError
 
 WAITING_EXIT = 2
 """Exit code when the run stopped to wait for human review (nothing failed)."""
@@ -59,38 +63,34 @@ def run_command(
 
     Each step is skipped when its outputs are current; one summary and the run report (HTML) at the end, also
     when the run stops for review or fails (the report shows what is there)."""
-    from pipeline.cli import fail
-    from pipeline.run import Runner, RunError, WaitingForReview, subprocess_env
-    from pipeline.imageio import ImageReadError
-    from pipeline.manifest import ManifestError
     from pipeline.report import write_report
-    from pipeline.review.store import ReviewStoreError
+    from pipeline.run import Runner, WaitingForReview, subprocess_env
     from pipeline.run_plan import load_config, plan, report_inputs
 
     console = Console() if Console().is_terminal else Console(width=150)  # logs: no wrapping at 80 columns
-    try:
-        config = load_config(config_path, auto_accept, teacher)
-        steps = plan(config, stop_after)
-    except RunError as error:
-        raise fail(str(error))
+    config = load_config(config_path, auto_accept, teacher)
+    steps = plan(config, stop_after)
     runner = Runner(config.out, subprocess_env(config.threads), console, force=force)
-    code, message = 0, ""
+    waiting = None
     try:
         runner.run(steps)
-    except WaitingForReview as waiting:
-        code, message = WAITING_EXIT, f"[yellow]waiting for review:[/] {waiting}"
-    except RunError as error:
-        code, message = 1, f"[bold red]error:[/] {error}"
-    console.print(summary_table(runner.results))
-    try:
-        write_report(report_inputs(config), config.report)
-    except (ManifestError, ImageReadError, ReviewStoreError, OSError) as error:
-        code, message = code or 1, f"[bold red]error:[/] run report not written: {error}"
-    print_outputs(console, config)
-    if message:
-        Console(stderr=True).print(message)
-    if code:
-        raise typer.Exit(code)
+    except WaitingForReview as stop:
+        waiting = stop
+    finally:  # a failed step (RunError) is reported by the toolkit after the summary: one line, exit code 1
+        console.print(summary_table(runner.results))
+        report_failed = False
+        try:
+            write_report(report_inputs(config), config.report)
+        except (UserError, OSError) as error:
+            report_failed = True
+            stderr.print(f"[bold red]error:[/] {escape(f'{config.report}: run report not written ({error})')}",
+                         soft_wrap=True)
+        print_outputs(console, config)
+    if report_failed:
+        raise typer.Exit(1)
+    if waiting is not None:
+        stderr.print(f"[yellow]waiting for review:[/] {escape(str(waiting))}", soft_wrap=True)
+        raise typer.Exit(WAITING_EXIT)
 
 
 def register(app: typer.Typer) -> None:

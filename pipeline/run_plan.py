@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pipeline
-from pipeline import manifest as mf
 from pipeline.report import ReportInputs
 from pipeline.run import RunError, Step, WaitingForReview, command, options_argv
+from sinet_plus import manifest as mf
 
 PROJECT = Path(pipeline.__file__).resolve().parents[1]
 """The project folder (``SINET_SHARED`` defaults to its sibling ``shared``)."""

@@ -12,9 +12,9 @@ import hashlib
 import os
 from pathlib import Path
 
-from pipeline import manifest as mf
 from pipeline.review.export import export_manifest
 from pipeline.review.store import Store
+from sinet_plus import manifest as mf
 
 AUTO = "auto"
 """Annotator name of unattended decisions (the manifest's ``reviewer`` column)."""

@@ -29,8 +29,8 @@ import platform
 import random
 import statistics
 import tempfile
-import warnings
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 

@@ -1,6 +1,6 @@
 """Checkpoints: the authors' released weights and our own format, both loaded with ``weights_only=True``.
 
-Our format (a plain dict, written atomically through ``pipeline.atomic.atomic_path``)::
+Our format (a plain dict, written atomically through ``sinet_plus.files.atomic_path``)::
 
     {
       "format": "sinet-plus/1",
@@ -31,10 +31,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.atomic import atomic_path
-from pipeline.torch_utils import CheckpointError, load_weights_only
 from sinet.model import SINet, SINetEncoder
 from sinet.preprocess import OFFICIAL, Preprocessing
+from sinet_plus.files import atomic_path
+from sinet_plus.torch_utils import CheckpointError, load_weights_only
 
 FORMAT = "sinet-plus/1"
 ARCHITECTURES = {"SINet": SINet, "SINetEncoder": SINetEncoder}

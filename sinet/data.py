@@ -1,6 +1,6 @@
 """Datasets over manifests: labelled, accepted rows of chosen splits, augmented and normalised for SINet.
 
-Rows are read through ``pipeline.manifest`` and photos through ``pipeline.imageio``. A sample is
+Rows are read through ``sinet_plus.manifest`` and photos through ``sinet_plus.imageio``. A sample is
 ``(image, label)``: a float32 (3, S, S) tensor normalised by the checkpoint's :class:`Preprocessing` and an
 int64 (S/stride, S/stride) label (0 background, 1 person, 255 ignored). Training keys are ``(index, seed)``
 pairs from :class:`EpochSampler`, so each sample's augmentation depends on its seed alone and not on the
@@ -20,11 +20,11 @@ import torch
 from rich.progress import Progress
 from torch.utils.data import Dataset, Sampler
 
-from pipeline.imageio import ImageReadError, read_pair
 from sinet.evaluate import EvalItem, manifest_items
 from sinet.loss import label_pixel_counts
 from sinet.preprocess import Preprocessing
 from sinet.transforms import downsample_labels, sample_seed, seed_transform
+from sinet_plus.imageio import ImageReadError, read_pair
 
 
 def manifest_samples(manifests: Sequence[str | os.PathLike], split: str | None,

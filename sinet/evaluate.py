@@ -21,11 +21,11 @@ from rich.console import Console
 from rich.progress import Progress
 from torch import nn
 
-from pipeline import manifest as mf
-from pipeline.imageio import ImageReadError, read_pair, write_png
 from sinet.metrics import ScoreBoard, rotate_pair, rotation_angles, scaled_band_kernel
 from sinet.predict import predict
 from sinet.preprocess import Preprocessing
+from sinet_plus import manifest as mf
+from sinet_plus.imageio import ImageReadError, read_pair, write_png
 
 console = Console(stderr=True)
 ROTATION_LIMITS = (25, 45, 75, 90)

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.imageio import read_image, write_jpeg, write_mask, write_png
-from pipeline.stage import Outcome, StageSummary, map_items, run_stage
 from sinet.preprocess import Preprocessing
+from sinet_plus.imageio import read_image, write_jpeg, write_mask, write_png
+from sinet_plus.stage import Outcome, StageSummary, map_items, run_stage
 
 PERSON = 1
 OVERLAY_COLOUR = np.array([0, 220, 90], np.float32)

@@ -41,9 +41,6 @@ from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pipeline.atomic import atomic_path, write_text_atomic
-from pipeline.imageio import ImageReadError
-from pipeline.torch_utils import autocast, pick_device
 from sinet.checkpoint import load_checkpoint, save_checkpoint
 from sinet.data import EpochSampler, SegmentationDataset, manifest_samples, scan_samples
 from sinet.evaluate import EvalItem
@@ -52,6 +49,10 @@ from sinet.metrics import ScoreBoard
 from sinet.model import SINet, SINetEncoder
 from sinet.preprocess import PRESETS, Preprocessing
 from sinet.transforms import STAGE1_LABEL_STRIDE, AugmentationConfig, eval_transform, sample_seed, train_transform
+from sinet_plus.errors import PathError, UserError
+from sinet_plus.files import atomic_path, write_text_atomic
+from sinet_plus.imageio import ImageReadError
+from sinet_plus.torch_utils import autocast, pick_device
 
 console = Console(stderr=True)
 
@@ -439,7 +440,7 @@ class Trainer:
         dropped = {row["id"] for row in self.skipped if row["split"] == config.split}
         self.samples = [s for s in samples if s.key not in dropped]
         if not self.samples:
-            raise ValueError(f"no readable accepted rows with masks in split {config.split!r} of "
+            raise UserError(f"no readable accepted rows with masks in split {config.split!r} of "
                              f"{', '.join(map(str, config.manifests))}")
         self.val_items = manifest_samples(config.val_manifests or config.manifests, config.val_split)
         self.weights = class_weights(self.pixel_counts) if config.class_weighting else None
@@ -492,8 +493,7 @@ class Trainer:
     def _stage1_encoder(self) -> dict:
         path = self.out / STAGE1_BEST if 1 in self.config.stages else Path(self.config.encoder or "")
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: stage 2 needs a stage-1 checkpoint (run stage 1, or give --encoder "
-                                    "or --init)")
+            raise PathError(path, "stage 2 needs a stage-1 checkpoint (run stage 1, or give --encoder or --init)")
         return self._checkpoint_weights(path, "SINetEncoder")
 
     @staticmethod
@@ -501,7 +501,7 @@ class Trainer:
         """The state dict of our checkpoint ``path``, which must hold an ``arch`` model."""
         checkpoint = load_checkpoint(path)
         if checkpoint["arch"] != arch:
-            raise ValueError(f"{path}: a {arch} checkpoint is needed, found {checkpoint['arch']}")
+            raise PathError(path, f"a {arch} checkpoint is needed, found {checkpoint['arch']}")
         return checkpoint["state_dict"]
 
     # -- saving --
@@ -720,7 +720,7 @@ def training_throughput(manifest: str | os.PathLike, stage: int, batches: int = 
         torch.set_num_threads(threads)
     samples = manifest_samples([manifest], split)
     if not samples:
-        raise ValueError(f"{manifest}: no accepted rows with masks in split {split!r}")
+        raise UserError(f"{manifest}: no accepted rows with masks in split {split!r}")
     samples = (samples * math.ceil((batches + 1) * batch / len(samples)))[:(batches + 1) * batch]
     dataset = SegmentationDataset(samples, train_transform(config.augmentation), PRESETS[config.preprocessing],
                                   STAGE1_LABEL_STRIDE if stage == 1 else 1)

@@ -18,15 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from review_helpers import eg1800_sample
 
-from pipeline import manifest as mf
 from pipeline.formats.convert import write_format
-from pipeline.imageio import IGNORE, STORED_UNKNOWN, read_mask, write_mask
 from pipeline.review.export import export_manifest, review_manifest
 from pipeline.review.gold import damage
 from pipeline.review.queue import queue_manifests
 from pipeline.review.store import Store
-from review_helpers import eg1800_sample
+from sinet_plus import manifest as mf
+from sinet_plus.imageio import IGNORE, STORED_UNKNOWN, read_mask, write_mask
 
 PIPELINE = str(Path(sys.executable).with_name("pipeline"))
 

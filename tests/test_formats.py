@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import manifest as mf
 from pipeline.formats.convert import write_format
-from pipeline.imageio import IGNORE, STORED_UNKNOWN, read_mask
 from pipeline.importers import import_folder
+from sinet_plus import manifest as mf
+from sinet_plus.imageio import IGNORE, STORED_UNKNOWN, read_mask
 
 PIPELINE = str(Path(sys.executable).with_name("pipeline"))
 

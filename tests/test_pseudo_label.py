@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from teacher_helpers import TINY, bad_photo_folder, invoke, small_manifest
 
-from pipeline import manifest as mf
-from pipeline.imageio import read_image, read_mask
-from pipeline.stage import Journal
 from pipeline.teacher import signals as sg
 from pipeline.teacher.checkpoint import file_hash
 from pipeline.teacher.ray_engine import start_local_ray
-from teacher_helpers import TINY, bad_photo_folder, invoke, small_manifest
+from sinet_plus import manifest as mf
+from sinet_plus.imageio import read_image, read_mask
+from sinet_plus.stage import Journal
 
 LABEL = ["--long-side", "96", "--batch-size", "3", "--workers", "1", "--device", "cpu"]
 

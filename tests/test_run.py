@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from pipeline import manifest as mf
 from pipeline.demo_data import write_demo_photos
-from pipeline.imageio import read_image, write_mask
 from pipeline.review.queue import queue_manifests
 from pipeline.review.store import Store
 from pipeline.run import RunError, Runner, Step, options_argv, read_record
 from pipeline.run_plan import load_config, plan
 from pipeline.run_review import AUTO, auto_accept, export_curated, undecided
+from sinet_plus import manifest as mf
+from sinet_plus.imageio import read_image, write_mask
 
 
 def runner(out: Path, force: bool = False) -> Runner:

@@ -16,16 +16,34 @@ import torch
 from PIL import Image, ImageEnhance
 
 from pipeline.importers import import_eg1800
-from pipeline.imageio import IGNORE, read_image, read_pair
-from pipeline.manifest import Manifest, write_manifest
 from sinet.checkpoint import load_checkpoint, load_model, save_checkpoint
 from sinet.data import EpochSampler, SegmentationDataset, manifest_samples
 from sinet.model import SINet, SINetEncoder
 from sinet.preprocess import IMAGENET
-from sinet.train import (KILL_HOOK, Distributed, Trainer, TrainConfig, make_optimizer, milestones, parameter_groups,
-                         step_schedule, train, training_throughput)
-from sinet.transforms import (AugmentationConfig, PilSharpness, PortraitWarp, downsample_labels, seed_transform,
-                              train_transform, warp_matrix)
+from sinet.train import (
+    KILL_HOOK,
+    Distributed,
+    TrainConfig,
+    Trainer,
+    make_optimizer,
+    milestones,
+    parameter_groups,
+    step_schedule,
+    train,
+    training_throughput,
+)
+from sinet.transforms import (
+    AugmentationConfig,
+    PilSharpness,
+    PortraitWarp,
+    downsample_labels,
+    seed_transform,
+    train_transform,
+    warp_matrix,
+)
+from sinet_plus.errors import UserError
+from sinet_plus.imageio import IGNORE, read_image, read_pair
+from sinet_plus.manifest import Manifest, write_manifest
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -234,7 +252,7 @@ def test_init_starts_stage_2_from_a_full_checkpoint(tiny_manifest, tmp_path):
 
     save_checkpoint(tmp_path / "encoder.pt", SINetEncoder(), IMAGENET)
     wrong = TrainConfig(**{**config.__dict__, "out": str(tmp_path / "wrong"), "init": str(tmp_path / "encoder.pt")})
-    with pytest.raises(ValueError, match="a SINet checkpoint is needed, found SINetEncoder"):
+    with pytest.raises(UserError, match="a SINet checkpoint is needed, found SINetEncoder"):
         train(wrong)
     refused = _cli("train", "--manifest", str(tiny_manifest), "--out", str(tmp_path / "cli"), "--init",
                    str(tmp_path / "start.pt"))

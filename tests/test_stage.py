@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.stage import Journal, Outcome, map_items, run_stage
+from sinet_plus.errors import UserError
+from sinet_plus.stage import Journal, Outcome, map_items, run_stage
 
 STEMS = ("00001", "00002", "00003", "00004", "00005", "00006", "00007", "00009")
 
@@ -21,8 +22,8 @@ THUMBNAIL_STAGE = textwrap.dedent('''
     """A toy stage over real photos: write a thumbnail of each, record its size."""
     import sys, time
     from pathlib import Path
-    from pipeline.imageio import read_image, write_png
-    from pipeline.stage import Outcome, map_items, run_stage
+    from sinet_plus.imageio import read_image, write_png
+    from sinet_plus.stage import Outcome, map_items, run_stage
 
     OUT = Path(sys.argv[1])
     DELAY = float(sys.argv[3])
@@ -127,7 +128,7 @@ def test_unexpected_errors_are_recorded_then_retried(tmp_path):
 
 
 def test_duplicate_keys_are_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"duplicate item keys \['x'\]"):
+    with pytest.raises(UserError, match=r"duplicate item keys \['x'\]"):
         run_stage("dup", [("x", 1), ("x", 2)], lambda pending: iter(()), tmp_path)
 
 

@@ -7,14 +7,14 @@ import time
 import numpy as np
 import pytest
 import torch
+from teacher_helpers import TINY, TRAIN_STEMS, VAL_STEMS, invoke, small_manifest
 
-from pipeline import manifest as mf
-from pipeline.teacher.checkpoint import FORMAT, file_hash, load_teacher, read_checkpoint, save_checkpoint
+from pipeline.teacher.checkpoint import FORMAT, file_hash, load_teacher, read_checkpoint
 from pipeline.teacher.inference import model_shape, resize_for_model
 from pipeline.teacher.model import EncoderWeightsUnavailable, TeacherConfig, _hub_unreachable, build_model
 from pipeline.teacher.train import cosine_lr, photo_iou, split_rows
-from pipeline.torch_utils import CheckpointError
-from teacher_helpers import TINY, TRAIN_STEMS, VAL_STEMS, invoke, small_manifest
+from sinet_plus import manifest as mf
+from sinet_plus.torch_utils import CheckpointError
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.crop.stage import CropSettings, init_worker, process_photo
 from pipeline.ray_data import items_dataset, outcome_column, outcomes, ray_cluster
-from pipeline.stage import Outcome, guarded
+from sinet_plus.stage import Outcome, guarded
 
 
 class _Cropper:

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.crop.faces import Face
-from pipeline.imageio import IGNORE
 
 EMPTY_MASK = "empty_mask"
 PHOTO_TOO_SMALL = "photo_too_small"

@@ -2,8 +2,8 @@
 
 :func:`crop_photo` takes a photo, its mask and the detected faces and returns the crops (arrays and their
 provenance) and the rejections; :func:`process_photo` reads the files, detects faces, writes the crops
-atomically and turns the result into an :class:`~pipeline.stage.Outcome`; :func:`run` plans the items and
-hands them to :func:`~pipeline.stage.run_stage` and :func:`~pipeline.stage.map_items`.
+atomically and turns the result into an :class:`~sinet_plus.stage.Outcome`; :func:`run` plans the items and
+hands them to :func:`~sinet_plus.stage.run_stage` and :func:`~sinet_plus.stage.map_items`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,20 @@ import numpy as np
 
 from pipeline.crop.faces import DetectorSettings, Face, FaceDetector
 from pipeline.crop.framing import CropBox, FramingRule, frame_face
-from pipeline.crop.rules import (NO_FACE, PHOTO_TOO_SMALL, Rejection, SelectionRules, check_coverage, check_face,
-                                 check_mask, person_share)
-from pipeline.imageio import list_photos, read_image, read_mask, write_jpeg, write_mask
-from pipeline.manifest import Manifest
-from pipeline.stage import Outcome, StageSummary, claim_folder, map_items, run_stage
+from pipeline.crop.rules import (
+    NO_FACE,
+    PHOTO_TOO_SMALL,
+    Rejection,
+    SelectionRules,
+    check_coverage,
+    check_face,
+    check_mask,
+    person_share,
+)
+from sinet_plus.errors import UserError
+from sinet_plus.imageio import list_photos, read_image, read_mask, write_jpeg, write_mask
+from sinet_plus.manifest import Manifest
+from sinet_plus.stage import Outcome, StageSummary, claim_folder, map_items, run_stage
 
 SOURCE = "baidu_crop"
 MISSING_MASK = "missing_mask"
@@ -200,7 +209,7 @@ def run(images_dir: str | os.PathLike | None, masks_dir: str | os.PathLike | Non
         engine: ``local`` (a process pool) or ``ray`` (a Ray Data actor pool, :mod:`pipeline.crop.ray_engine`).
     """
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        raise UserError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     out_dir = Path(out_dir).resolve()
     items = plan_manifest_items(manifest) if manifest is not None else plan_items(images_dir, masks_dir)
     claim_folder(out_dir, asdict(settings))

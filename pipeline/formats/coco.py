@@ -18,9 +18,9 @@ import os
 import cv2
 import numpy as np
 
-from pipeline.atomic import write_text_atomic
 from pipeline.formats.items import PERSON, UNKNOWN, ExportItem, FormatError, ImportedMask
-from pipeline.imageio import IGNORE, STORED_UNKNOWN, read_mask
+from sinet_plus.files import write_text_atomic
+from sinet_plus.imageio import IGNORE, STORED_UNKNOWN, read_mask
 
 CATEGORIES = [{"id": 1, "name": PERSON, "supercategory": PERSON},
               {"id": 2, "name": UNKNOWN, "supercategory": UNKNOWN}]

@@ -9,21 +9,15 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from pipeline import manifest as mf
 from pipeline.formats.convert import EXPORT_FORMATS, READERS
 from pipeline.formats.items import FormatError, common_folder
 from pipeline.formats.label_studio import LOCAL_FILES
+from sinet_plus import manifest as mf
 
 console = Console()
 
 UrlPrefix = Annotated[str, typer.Option(help="Label Studio: what precedes each photo's name in its image URL "
                                              "(default: local-files storage rooted at the photos' folder).")]
-
-
-def _fail(message: str) -> typer.Exit:
-    from pipeline.cli import fail  # at call time: pipeline.cli imports this module while it loads
-
-    return fail(message)
 
 
 def print_export(items, format: str, out: Path) -> None:
@@ -41,11 +35,7 @@ def convert_command(
     """Write a manifest's masks in an annotation tool's format (COCO RLE, CVAT, Label Studio, FiftyOne)."""
     from pipeline.formats.convert import write_format
 
-    try:
-        items = write_format(mf.load(manifest), to, out, image_url_prefix)
-    except (mf.ManifestError, FormatError) as error:
-        raise _fail(str(error))
-    print_export(items, to, out)
+    print_export(write_format(mf.load(manifest), to, out, image_url_prefix), to, out)
 
 
 def import_annotations_command(
@@ -59,10 +49,7 @@ def import_annotations_command(
     """Read an annotation tool's masks back as a manifest with one mask PNG per photo."""
     from pipeline.formats.convert import import_annotations
 
-    try:
-        manifest = import_annotations(file, format, images, out, masks)
-    except (mf.ManifestError, FormatError) as error:
-        raise _fail(str(error))
+    manifest = import_annotations(file, format, images, out, masks)
     console.print(f"wrote {len(manifest)} rows to {out}")
 
 
@@ -77,19 +64,16 @@ def import_fixes_command(
 ) -> None:
     """Add masks fixed in CVAT or Label Studio as accepted items; every other decision stays as it is."""
     from pipeline.formats.fixes import import_fixes
-    from pipeline.review.store import ReviewStoreError, Store
+    from pipeline.review.store import Store
 
-    try:
-        with Store(db) as store:
-            result = import_fixes(store, file, format, annotator, masks)
-    except (FormatError, ReviewStoreError) as error:
-        raise _fail(str(error))
+    with Store(db) as store:
+        result = import_fixes(store, file, format, annotator, masks)
     for problem in result.problems:
         Console(stderr=True).print(f"[yellow]skipped:[/] {problem}")
     console.print(f"added {len(result.added)} fixed masks as accepted items ({len(result.known)} were added "
                   f"before, {len(result.problems)} skipped)")
     if not result.added and not result.known:
-        raise _fail(f"{file}: no fixed mask could be taken back")
+        raise FormatError(f"{file}: no fixed mask could be taken back")
 
 
 def register(app: typer.Typer, manifest_app: typer.Typer) -> None:

@@ -14,13 +14,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline import manifest as mf
 from pipeline.formats.coco import read_coco, write_coco
 from pipeline.formats.cvat import read_cvat, write_cvat
 from pipeline.formats.fiftyone import write_fiftyone
 from pipeline.formats.items import ExportItem, FormatError, ImportedMask, export_items
 from pipeline.formats.label_studio import LOCAL_FILES, read_label_studio, write_label_studio
-from pipeline.imageio import PHOTO_SUFFIXES, write_mask
+from sinet_plus import manifest as mf
+from sinet_plus.imageio import PHOTO_SUFFIXES, write_mask
 
 EXPORT_FORMATS = ("coco", "coco-instances", "cvat", "label-studio", "fiftyone")
 """Export formats: COCO JSON (semantic or instances layout), CVAT's Segmentation mask 1.1 zip, Label Studio

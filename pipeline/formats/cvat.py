@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.atomic import atomic_path
 from pipeline.formats.items import PERSON, UNKNOWN, ExportItem, FormatError, ImportedMask
-from pipeline.imageio import IGNORE, STORED_UNKNOWN, read_mask
+from sinet_plus.files import atomic_path
+from sinet_plus.imageio import IGNORE, STORED_UNKNOWN, read_mask
 
 LABEL_MAP = {"background": ((0, 0, 0), [], []), PERSON: ((192, 128, 128), [], []),
              UNKNOWN: ((128, 128, 128), [], [])}

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.atomic import write_bytes_atomic, write_text_atomic
 from pipeline.formats.items import PERSON, UNKNOWN, ExportItem
-from pipeline.imageio import STORED_UNKNOWN, read_mask, write_mask
+from sinet_plus.files import write_bytes_atomic, write_text_atomic
+from sinet_plus.imageio import STORED_UNKNOWN, read_mask, write_mask
 
 MASK_TARGETS = {255: PERSON, STORED_UNKNOWN: UNKNOWN}
 """Mask value → label, FiftyOne's ``mask_targets`` for the ``labels/`` PNGs."""

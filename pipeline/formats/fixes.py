@@ -15,9 +15,9 @@ from pathlib import Path
 
 from pipeline.formats.convert import READERS, check_format
 from pipeline.formats.items import ImportedMask
-from pipeline.imageio import STORED_UNKNOWN, read_mask, write_mask
 from pipeline.review.export import verdicts
 from pipeline.review.store import NewItem, Store
+from sinet_plus.imageio import STORED_UNKNOWN, read_mask, write_mask
 
 FIXED = "fixed/"
 """Key prefix of the items a fix adds (``fixed/pseudo/baidu_crop/0007-f0``)."""

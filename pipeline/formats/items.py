@@ -2,7 +2,7 @@
 
 An export takes :class:`ExportItem` s (a manifest id, the photo, its mask, the photo's name inside the export)
 and an import gives back :class:`ImportedMask` s (the name the tool kept, the id when the format carries it, the
-mask and who drew it). Masks are the project's ``0 / 1 / IGNORE`` arrays (:mod:`pipeline.imageio`) on both sides;
+mask and who drew it). Masks are the project's ``0 / 1 / IGNORE`` arrays (:mod:`sinet_plus.imageio`) on both sides;
 each format maps them to ``person`` and ``unknown`` (the stored 128) its own way.
 """
 
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import manifest as mf
+from sinet_plus import manifest as mf
+from sinet_plus.errors import UserError
 
 PERSON = "person"
 """Label of the person pixels (mask value 1, stored 255) in every format."""
@@ -23,7 +24,7 @@ UNKNOWN = "unknown"
 """Label of the unknown pixels (mask value IGNORE, stored 128) in every format."""
 
 
-class FormatError(Exception):
+class FormatError(UserError):
     """An annotation file that cannot be written or read; the message names the file and the reason."""
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.atomic import write_text_atomic
 from pipeline.formats.items import PERSON, UNKNOWN, ExportItem, FormatError, ImportedMask
-from pipeline.imageio import IGNORE, STORED_UNKNOWN, read_mask
+from sinet_plus.files import write_text_atomic
+from sinet_plus.imageio import IGNORE, STORED_UNKNOWN, read_mask
 
 LOCAL_FILES = "/data/local-files/?d="
 """Default URL prefix: Label Studio's local-files storage, the photos' folder as its document root."""

@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 import pipeline
-from pipeline import manifest as mf
 from pipeline.formats.commands import UrlPrefix, print_export
-from pipeline.formats.items import FormatError
 from pipeline.formats.label_studio import LOCAL_FILES
-from pipeline.review.store import ReviewStoreError, Store
+from pipeline.review.store import Store
+from sinet_plus import manifest as mf
+from sinet_plus.errors import UserError
 
 APP = Path(pipeline.__file__).resolve().parents[1] / "review_app" / "app.py"
 """The Streamlit app, started by file path so that ``pipeline`` never imports ``review_app``."""
@@ -27,19 +27,6 @@ PASSWORD_ENV = "REVIEW_PASSWORD"
 
 console = Console()
 Db = Annotated[Path, typer.Option("--db", help="The review database (SQLite).")]
-
-
-def _fail(message: str) -> typer.Exit:
-    from pipeline.cli import fail  # at call time: pipeline.cli imports this module while it loads
-
-    return fail(message)
-
-
-def _open(db: Path, create: bool = False) -> Store:
-    try:
-        return Store(db, create=create)
-    except ReviewStoreError as error:
-        raise _fail(str(error))
 
 
 def _print_table(frame, title: str) -> None:
@@ -68,18 +55,15 @@ def queue_command(
                                                           "data root; default: beside the database).")] = None,
 ) -> None:
     """Add the masked rows of manifests to the review queue; rows already queued are left as they are."""
-    from pipeline.review.queue import QueueError, queue_manifests
+    from pipeline.review.queue import queue_manifests
 
-    store = _open(db, create=True)
-    try:
-        added, known, problems = queue_manifests(store, manifests, root, tuple(status), order, mix, double,
-                                                 gold_from, gold, gold_dir)
-    except QueueError as error:
-        raise _fail(str(error))
+    store = Store(db, create=True)
+    added, known, problems = queue_manifests(store, manifests, root, tuple(status), order, mix, double,
+                                             gold_from, gold, gold_dir)
     for problem in problems:
         Console(stderr=True).print(f"[yellow]skipped:[/] {problem}")
     if added + known == 0:
-        raise _fail("nothing to queue")
+        raise UserError("nothing to queue")
     console.print(f"queued {added} new items ({known} were already queued) in {db}; data root {store.data_root}")
 
 
@@ -91,7 +75,7 @@ def review_command(
                                                     help="Ask for this password before reviewing.")] = None,
 ) -> None:
     """Start the Streamlit accept/reject app on a review database."""
-    _open(db).close()
+    Store(db).close()
     env = dict(os.environ)
     env.pop(PASSWORD_ENV, None)
     if password:
@@ -124,21 +108,15 @@ def export_command(
     from pipeline.review.export import export_manifest, review_manifest
 
     if base and format != "manifest":
-        raise _fail("--base goes with --format manifest only")
-    store = _open(db)
-    try:
-        if format == "manifest":
-            manifest, reviewed = export_manifest(store, out, base, tuple(status))
-            mf.write_manifest(manifest, out)
-        else:
-            items = write_format(review_manifest(store, tuple(status)), format, out, image_url_prefix)
-    except (mf.ManifestError, ReviewStoreError, FormatError) as error:
-        raise _fail(str(error))
-    if format == "manifest":
-        console.print(f"wrote {len(manifest)} rows to {out} ({reviewed} reviewed, {len(manifest) - reviewed} from "
-                      "base manifests)")
-    else:
-        print_export(items, format, out)
+        raise UserError("--base goes with --format manifest only")
+    store = Store(db)
+    if format != "manifest":
+        print_export(write_format(review_manifest(store, tuple(status)), format, out, image_url_prefix), format, out)
+        return
+    manifest, reviewed = export_manifest(store, out, base, tuple(status))
+    mf.write_manifest(manifest, out)
+    console.print(f"wrote {len(manifest)} rows to {out} ({reviewed} reviewed, {len(manifest) - reviewed} from "
+                  "base manifests)")
 
 
 def review_stats_command(
@@ -148,7 +126,7 @@ def review_stats_command(
     """Throughput per annotator, agreement on double-reviewed items, accuracy on gold items, reject reasons."""
     from pipeline.review.stats import plot, review_stats
 
-    stats = review_stats(_open(db))
+    stats = review_stats(Store(db))
     _print_table(stats.throughput, "throughput per annotator")
     _print_table(stats.agreement, "agreement on double-reviewed items")
     _print_table(stats.gold, "accuracy on gold items")

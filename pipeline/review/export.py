@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import manifest as mf
 from pipeline.review.store import ReviewStoreError, Store
+from sinet_plus import manifest as mf
 
 
 def iso(seconds: float) -> str:
@@ -68,7 +68,7 @@ def export_manifest(store: Store, out: str | os.PathLike, bases: list[Path] = ()
                     statuses: tuple[str, ...] = ("accepted",)) -> tuple[mf.Manifest, int]:
     """The items of ``statuses`` (:func:`review_manifest`) stacked with ``bases``, rooted at ``out``'s folder.
 
-    Returns the manifest and how many reviewed rows it holds. Raises :class:`~pipeline.manifest.ManifestError`
+    Returns the manifest and how many reviewed rows it holds. Raises :class:`~sinet_plus.manifest.ManifestError`
     when a base manifest is invalid or its ids clash with reviewed ones.
     """
     reviewed = review_manifest(store, statuses)

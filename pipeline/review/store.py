@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from sinet_plus.errors import UserError
+
 DECISIONS = ("accept", "reject", "skip")
 """What an annotator can decide; ``skip`` passes the item on to someone else."""
 
@@ -103,7 +105,7 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class ReviewStoreError(Exception):
+class ReviewStoreError(UserError):
     """A review database that cannot be used, or a request it refuses; the message says why."""
 
 

@@ -29,12 +29,12 @@ import pandas as pd
 from rich.progress import Progress
 from sklearn.metrics import roc_auc_score
 
-from pipeline import manifest as mf
-from pipeline.imageio import read_image, read_mask
-from pipeline.stage import console
 from pipeline.teacher.ensemble import MemberSpec, TeacherEnsemble, assemble, save_ensemble
 from pipeline.teacher.signals import PRIORITY_RULES, priority, quality_signals
 from pipeline.teacher.train import photo_iou
+from sinet_plus import manifest as mf
+from sinet_plus.imageio import read_image, read_mask
+from sinet_plus.stage import console
 
 GOOD_IOU = 0.90
 """A mask is good when its IoU with the human mask is at least this."""

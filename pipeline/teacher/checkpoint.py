@@ -24,9 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.atomic import atomic_path
 from pipeline.teacher.model import TeacherConfig, build_model
-from pipeline.torch_utils import CheckpointError, load_weights_only
+from sinet_plus.errors import UserError
+from sinet_plus.files import atomic_path
+from sinet_plus.torch_utils import CheckpointError, load_weights_only
 
 FORMAT = "sinet-plus-teacher/1"
 
@@ -119,6 +120,6 @@ def teacher_from_payload(payload: Mapping[str, Any], source: str | os.PathLike) 
         model = build_model(config)
         state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
         model.load_state_dict(state, strict=True)
-    except (KeyError, ValueError, RuntimeError) as error:
+    except (KeyError, ValueError, RuntimeError, UserError) as error:
         raise CheckpointError(source, f"weights do not fit the stored config: {str(error)[:300]}") from None
     return model.eval(), config

@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from sinet_plus.errors import UserError
+
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to ``app``."""
@@ -38,23 +40,16 @@ def train_teacher_command(
     cpu_bf16: Annotated[bool, typer.Option(help="bf16 autocast on CPUs with native bf16.")] = True,
 ) -> None:
     """Fine-tune the DeepLabV3+ teacher on manifests of real masks."""
-    from pipeline.cli import fail
-    from pipeline.manifest import ManifestError
-    from pipeline.teacher.model import EncoderWeightsUnavailable
     from pipeline.teacher.train import TrainOptions, train_teacher
-    from pipeline.torch_utils import CheckpointError
 
     if encoder_weights not in ("imagenet", "none"):
-        raise fail(f"--encoder-weights must be 'imagenet' or 'none', not {encoder_weights!r}")
+        raise UserError(f"--encoder-weights must be 'imagenet' or 'none', not {encoder_weights!r}")
     options = TrainOptions(manifests=manifest, out=out, encoder=encoder, encoder_weights=encoder_weights, init=init,
                            resume=resume, input_size=input_size, batch_size=batch_size, epochs=epochs, lr=lr,
                            workers=workers, device=device, seed=seed, max_minutes=max_minutes, max_steps=max_steps,
                            val_limit=val_limit, val_split=val_split, decoder_channels=decoder_channels,
                            cpu_bf16=cpu_bf16)
-    try:
-        train_teacher(options)
-    except (EncoderWeightsUnavailable, CheckpointError, ManifestError, ValueError, KeyError) as error:
-        raise fail(str(error).strip("'\""))
+    train_teacher(options)
 
 
 def pseudo_label_command(
@@ -76,16 +71,10 @@ def pseudo_label_command(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
 ) -> None:
     """Predict a mask for every photo with quality signals and a review priority; resumable."""
-    from pipeline.cli import fail
-    from pipeline.manifest import ManifestError
     from pipeline.teacher.pseudo_label import LabelOptions, pseudo_label
-    from pipeline.torch_utils import CheckpointError
 
     if engine not in ("local", "ray"):
-        raise fail(f"--engine must be 'local' or 'ray', not {engine!r}")
+        raise UserError(f"--engine must be 'local' or 'ray', not {engine!r}")
     options = LabelOptions(long_side=long_side, mirror=flip, faces=faces, soft=soft, batch_size=batch_size,
                            workers=workers, device=device)
-    try:
-        pseudo_label(images, teacher, out, options, engine=engine, actors=actors, gpus_per_actor=gpus_per_actor)
-    except (CheckpointError, ManifestError, FileNotFoundError, ValueError) as error:
-        raise fail(str(error))
+    pseudo_label(images, teacher, out, options, engine=engine, actors=actors, gpus_per_actor=gpus_per_actor)

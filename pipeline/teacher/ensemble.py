@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.atomic import atomic_path
 from pipeline.teacher.checkpoint import FORMAT as DEEPLAB_FORMAT
 from pipeline.teacher.checkpoint import file_hash
 from pipeline.teacher.members import DEEPLAB, KINDS, SINET, Member, Views, build_member
 from pipeline.teacher.signals import DEFAULT_PRIORITY, PRIORITY_RULES
-from pipeline.torch_utils import CheckpointError, load_weights_only
+from sinet_plus.files import atomic_path
+from sinet_plus.torch_utils import CheckpointError, load_weights_only
 
 FORMAT = "sinet-plus-teacher-ensemble/1"
 SCALE_SUFFIX = ".__int8_scale__"

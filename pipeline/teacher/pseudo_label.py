@@ -8,7 +8,7 @@ The work splits in two per-item halves that every engine shares:
 * :class:`Labeler` (model side: the main process or a Ray model actor): one call per batch predicts with the
   teacher (any checkpoint :func:`~pipeline.teacher.ensemble.load_any_teacher` reads), computes the signals and
   the teacher's calibrated ``auto_accept``, writes the mask PNGs atomically and returns one
-  :class:`~pipeline.stage.Outcome` per photo.
+  :class:`~sinet_plus.stage.Outcome` per photo.
 
 A row of an input manifest that already has a mask (crop-baidu's crops of human-made masks) is **checked**
 rather than relabelled: it keeps its id, source and mask; the teacher's mask goes to ``teacher_mask``, their
@@ -16,7 +16,7 @@ IoU to ``teacher_agreement``, ``priority`` is ``1 - teacher_agreement`` (doubtfu
 first), and ``auto_accept`` holds only where the teacher confirms the mask (agreement of at least the
 teacher's calibrated ``min_agreement``).
 
-:func:`pseudo_label` plans the items and hands an engine to :func:`pipeline.stage.run_stage`, which journals
+:func:`pseudo_label` plans the items and hands an engine to :func:`sinet_plus.stage.run_stage`, which journals
 outcomes, resumes, and writes ``manifest.csv`` and ``skipped.csv``.
 """
 
@@ -35,14 +35,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline import manifest as mf
-from pipeline.imageio import ImageReadError, list_photos, read_image, read_mask, write_mask, write_png
-from pipeline.stage import ERROR_REASON, Outcome, StageSummary, claim_folder, run_stage
 from pipeline.teacher.ensemble import EnsemblePrediction, load_any_teacher
 from pipeline.teacher.members import DEEPLAB
 from pipeline.teacher.signals import quality_signals
 from pipeline.teacher.train import photo_iou
-from pipeline.torch_utils import pick_device
+from sinet_plus import manifest as mf
+from sinet_plus.errors import PathError
+from sinet_plus.imageio import ImageReadError, list_photos, read_image, read_mask, write_mask, write_png
+from sinet_plus.stage import ERROR_REASON, Outcome, StageSummary, claim_folder, run_stage
+from sinet_plus.torch_utils import pick_device
 
 CARRIED = ("origin", "origin_stem", "crop_x0", "crop_y0", "crop_x1", "crop_y1", "face_x0", "face_y0", "face_x1",
            "face_y1", "face_prob", "crop_shift_x", "crop_shift_y", "crop_clipped", "person_coverage")
@@ -114,7 +115,7 @@ def plan_items(source: str | os.PathLike) -> list[tuple[str, PhotoItem]]:
     mask are to be checked).
 
     Raises:
-        FileNotFoundError: ``source`` does not exist.
+        PathError: ``source`` does not exist.
         ManifestError: an invalid manifest.
     """
     source = Path(source)
@@ -123,7 +124,7 @@ def plan_items(source: str | os.PathLike) -> list[tuple[str, PhotoItem]]:
                                        {"origin": photo.absolute(), "origin_stem": photo.stem}))
                 for photo in list_photos(source)]
     if not source.exists():
-        raise FileNotFoundError(f"{source}: no such folder or manifest")
+        raise PathError(source, "no such folder or manifest")
     manifest = mf.load(source)
     items = []
     for _, row in manifest.frame.iterrows():
@@ -319,7 +320,7 @@ def pseudo_label(source: str | os.PathLike, teacher: str | os.PathLike, out_dir:
 
     Raises:
         CheckpointError: the teacher cannot be loaded (checked before any photo is read).
-        ValueError: ``out_dir`` holds output of another teacher or other options (resuming would mix them).
+        UserError: ``out_dir`` holds output of another teacher or other options (resuming would mix them).
     """
     items = plan_items(source)
     if engine == "ray":

@@ -18,8 +18,8 @@ from dataclasses import asdict
 
 import numpy as np
 
-from pipeline.stage import Outcome
 from pipeline.teacher.pseudo_label import Labeler, LabelOptions, PhotoItem, load_photo
+from sinet_plus.stage import Outcome
 
 
 class _Loader:

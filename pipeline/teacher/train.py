@@ -24,13 +24,14 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline import manifest as mf
-from pipeline.imageio import IGNORE, ImageReadError, read_image, read_mask, read_pair
-from pipeline.stage import console
 from pipeline.teacher.checkpoint import file_hash, load_teacher, read_checkpoint, save_checkpoint
 from pipeline.teacher.inference import Predictor, resize_for_model
 from pipeline.teacher.model import TeacherConfig, build_model
-from pipeline.torch_utils import autocast, pick_device, seed_everything
+from sinet_plus import manifest as mf
+from sinet_plus.errors import UserError
+from sinet_plus.imageio import IGNORE, ImageReadError, read_image, read_mask, read_pair
+from sinet_plus.stage import console
+from sinet_plus.torch_utils import autocast, pick_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ def _initial_model(options: TrainOptions, config: TeacherConfig) -> torch.nn.Mod
     if options.init is not None:
         teacher = load_teacher(options.init)
         if teacher.config.encoder != config.encoder:
-            raise ValueError(f"--init {options.init} has encoder {teacher.config.encoder!r}, "
+            raise UserError(f"--init {options.init} has encoder {teacher.config.encoder!r}, "
                              f"not {config.encoder!r}")
         config.encoder_weights = f"init:{teacher.hash}"
         return teacher.model.train()
@@ -220,7 +221,7 @@ def train_teacher(options: TrainOptions) -> dict:
     device = pick_device(options.device)
     train_rows, val_rows = split_rows(options.manifests, options.val_split)
     if not len(train_rows):
-        raise ValueError("no training rows: the manifests need rows with split 'train' and a mask")
+        raise UserError("no training rows: the manifests need rows with split 'train' and a mask")
     if options.val_limit and len(val_rows) > options.val_limit:
         val_rows = mf.Manifest(val_rows.frame.iloc[:options.val_limit], val_rows.root)
     config = TeacherConfig(encoder=options.encoder, input_size=options.input_size,

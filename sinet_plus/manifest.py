@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.atomic import atomic_path
+from sinet_plus.errors import UserError
+from sinet_plus.files import atomic_path
 
 REQUIRED = ("id", "image", "mask", "source", "split", "status")
 """Columns every manifest has."""
@@ -84,7 +85,7 @@ PATH_COLUMNS = ("image", "mask", "origin", "soft_mask", "teacher_mask")
 """Columns holding paths relative to the manifest's folder (rebased when a manifest is written elsewhere)."""
 
 
-class ManifestError(Exception):
+class ManifestError(UserError):
     """A manifest that cannot be read or is not valid; the message lists every problem."""
 
 

@@ -5,7 +5,7 @@ list of pending items and yields one :class:`Outcome` per item, in any order. Th
 by an earlier run, journals every outcome as soon as it arrives (an append-only JSON-lines file, fsynced, so a
 killed run loses at most the item in flight), shows progress, and at the end rebuilds ``manifest.csv`` and
 ``skipped.csv`` from the journal, sorted by key, so a resumed run writes exactly what an unbroken run writes.
-Item files must be written atomically (pipeline.atomic) by the stage before it yields the outcome; the runner
+Item files must be written atomically (sinet_plus.files) by the stage before it yields the outcome; the runner
 removes the temporaries a killed run left anywhere under the output folder before it starts.
 """
 
@@ -26,9 +26,10 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from pipeline.atomic import atomic_path, remove_leftovers, write_text_atomic
-from pipeline.imageio import ImageReadError
-from pipeline.manifest import new_rows, write_manifest
+from sinet_plus.errors import UserError
+from sinet_plus.files import atomic_path, remove_leftovers, write_text_atomic
+from sinet_plus.imageio import ImageReadError
+from sinet_plus.manifest import new_rows, write_manifest
 
 console = Console(stderr=True)
 
@@ -151,7 +152,7 @@ def run_stage(name: str, items: Sequence[tuple[str, Any]],
     keys = [key for key, _ in items]
     if len(set(keys)) != len(keys):
         duplicated = sorted(k for k, n in Counter(keys).items() if n > 1)
-        raise ValueError(f"{name}: duplicate item keys {duplicated[:5]} (e.g. two photos with the same stem)")
+        raise UserError(f"{name}: duplicate item keys {duplicated[:5]} (e.g. two photos with the same stem)")
     remove_leftovers(out_dir)  # temporaries of a run killed mid-write
     journal = Journal(out_dir / ".journal.jsonl")
     outcomes = journal.load()
@@ -195,7 +196,7 @@ def claim_folder(out_dir: str | os.PathLike, settings: dict[str, Any]) -> None:
     since resuming it would mix two kinds of output in one manifest.
 
     Raises:
-        ValueError: naming the folder and the differing settings.
+        UserError: naming the folder and the differing settings.
     """
     wanted = json.loads(json.dumps(settings, default=_json_default))
     recorded = Path(out_dir) / "settings.json"
@@ -203,7 +204,7 @@ def claim_folder(out_dir: str | os.PathLike, settings: dict[str, Any]) -> None:
         earlier = json.loads(recorded.read_text(encoding="utf-8"))
         if earlier != wanted:
             changed = sorted(k for k in set(earlier) | set(wanted) if earlier.get(k) != wanted.get(k))
-            raise ValueError(f"{out_dir} holds output made with other settings ({', '.join(changed)} differ; see "
+            raise UserError(f"{out_dir} holds output made with other settings ({', '.join(changed)} differ; see "
                              f"{recorded}); use a new output folder or delete that one")
     write_text_atomic(recorded, json.dumps(wanted, indent=1, sort_keys=True) + "\n")
 

@@ -49,7 +49,7 @@ class ReportInputs:
     Args:
         title: the page's title (e.g. the run config's name).
         crops: manifests written by ``crop-baidu``.
-        labels: manifests written by ``pseudo-label``.
+        labels: manifests written by ``pseudo-label``: the teacher's masks, or human masks it checked.
         review_db: the review store.
         curated: the exported training manifest.
         predictions: model title → ``sinet predict`` folders (``manifest.csv`` and masks) holding the curated
@@ -132,19 +132,20 @@ def _auto_accepted(labels: pd.DataFrame, decisions: pd.DataFrame | None) -> list
     return [key in auto for key in labels["id"]]
 
 
-def labels_section(inputs: ReportInputs, decisions: pd.DataFrame | None, verdict: dict[str, tuple[str, str]]) -> str:
+def labels_section(inputs: ReportInputs, decisions: pd.DataFrame | None,
+                   verdict: dict[str, tuple[str, str]]) -> str:
     labels = _read(inputs.labels)
     if labels is None:
-        return "<p class='muted'>No pseudo-labels in this run (the masks under review were human-made).</p>"
+        return "<p class='muted'>No masks from the teacher in this run.</p>"
     frame = labels.frame.assign(auto=_auto_accepted(labels.frame, decisions))
     frame = frame.sort_values("priority", ascending=False, kind="stable") if "priority" in frame else frame
-    parts = [f"<p>{len(frame)} masks from the teacher, most likely wrong first ({int(frame['auto'].sum())} "
-             "auto-accepted).</p><div class='grid'>"]
+    parts = [f"<p>{len(frame)} masks for review (the teacher's, or human masks it checked), most likely wrong "
+             f"first; {int(frame['auto'].sum())} marked <code>auto_accept</code>.</p><div class='grid'>"]
     for row in frame.head(inputs.limit).itertuples():
         image = read_image(labels.path(row.image))
         mask = read_mask(labels.path(row.mask), unknown_value=STORED_UNKNOWN)
         priority = getattr(row, "priority", float("nan"))
-        badges = ("<span class='badge auto'>auto_accept</span>" if row.auto else "<span class='badge'>for people</span>")
+        badges = "<span class='badge auto'>auto_accept</span>" if row.auto else "<span class='badge'>for people</span>"
         if row.id in verdict:
             status, reviewer = verdict[row.id]
             badges += f" <span class='badge {status}'>{status} by {html.escape(reviewer)}</span>"

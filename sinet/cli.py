@@ -62,7 +62,7 @@ def _score_table(title: str, rows: dict[str, dict]) -> Table:
     return table
 
 
-# ---- train: the `sinet train` command is added here (sinet/train.py owns its core) ----
+# ---- train: the `sinet train` command (sinet/training/ owns its core) ----
 
 @app.command("train")
 def train_command(
@@ -110,9 +110,11 @@ def train_command(
     stage1_share: Annotated[float, typer.Option(help="Share of --time-budget for stage 1.")] = 0.4,
     cache_gb: Annotated[float, typer.Option(help="GB of decoded training photos kept in memory (0 = decode "
                                                  "each time; results do not change).")] = 4.0,
+    epoch_size: Annotated[Optional[int], typer.Option(help="Samples per epoch (default: every training sample "
+                                                           "once); equal steps across training sets.")] = None,
 ) -> None:
     """Two-stage training with the official recipe (encoder on 1/8 labels, then the full model)."""
-    from sinet.train import TrainConfig, train
+    from sinet.training import TrainConfig, train
     from sinet.transforms import AugmentationConfig
 
     if not manifest and not resume:
@@ -129,7 +131,8 @@ def train_command(
         boundary_weight=boundary_weight, class_weighting=class_weighting, select_from=select_from, size=size,
         preprocessing=preprocessing, augmentation=AugmentationConfig(size=size, rotation=rotation), seed=seed,
         workers=workers, threads=threads, device=device, amp=amp, compile=compile_model,
-        checkpoint_every=checkpoint_every, time_budget=time_budget, stage1_share=stage1_share, cache_gb=cache_gb)
+        checkpoint_every=checkpoint_every, time_budget=time_budget, stage1_share=stage1_share, cache_gb=cache_gb,
+        epoch_size=epoch_size)
     best = train(config, resume=resume)
     for stage_name, scores in best.items():
         console.print(f"stage {stage_name}: best val IoU {scores['iou']:.2f} at epoch {scores['epoch']}")
@@ -151,10 +154,11 @@ def eval_command(
     threads: Annotated[int, typer.Option(help="CPU threads for torch (1 is fastest on a busy machine).")] = 1,
 ) -> None:
     """Official metric (per-image foreground IoU), two-class mIoU and boundary F1, at 224 and at photo size."""
-    from sinet.evaluate import ROTATION_LIMITS, evaluate, manifest_items
+    from sinet.data import manifest_samples
+    from sinet.evaluate import ROTATION_LIMITS, evaluate
 
     model, preprocessing, meta = _load(weights, threads)
-    items = manifest_items(manifest, split)
+    items = manifest_samples([manifest], split)
     if not items:
         raise PathError(manifest, f"no accepted rows with a mask in split {split!r}")
     if sheet is None and json_out is not None:

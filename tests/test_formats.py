@@ -129,15 +129,14 @@ def test_label_studio_tasks_decode_with_label_studios_converter(raw_manifest, tm
     from label_studio_converter.brush import decode_rle
 
     out = tmp_path / "tasks.json"
-    cli("manifest", "convert", str(raw_manifest), "--to", "label-studio", "--out", str(out),
-        "--image-url-prefix", "/data/local-files/?d=raw/")
+    cli("manifest", "convert", str(raw_manifest), "--to", "label-studio", "--out", str(out))
     tasks = json.loads(out.read_text())
     config = ElementTree.fromstring(out.with_suffix(".xml").read_text())
     assert [label.get("value") for label in config.iter("Label")] == ["person", "unknown"]
     expected = masks_of(raw_manifest)
     for task in tasks:
         mask = expected[task["data"]["manifest_id"]]
-        assert task["data"]["image"].startswith("/data/local-files/?d=raw/")
+        assert task["data"]["image"].startswith("/data/local-files/?d=images/")  # below the photos' parent
         for result in task["predictions"][0]["result"]:
             assert result["from_name"] == config.find(".//BrushLabels").get("name")
             pixels = decode_rle(result["value"]["rle"]).reshape(*mask.shape, 4)[:, :, 3] > 0

@@ -8,11 +8,11 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from pipeline.crop.faces import DetectorSettings
 from pipeline.crop.framing import FramingRule
 from pipeline.crop.preview import write_contact_sheet
 from pipeline.crop.rules import SelectionRules
 from pipeline.crop.stage import CropSettings, run
+from pipeline.faces import DetectorSettings
 from sinet_plus import manifest as mf
 from sinet_plus.errors import UserError
 

@@ -2,9 +2,10 @@
 
 ``from_items`` → ``map_batches(_Cropper)`` (actors that each load MTCNN once, as a local worker process does,
 and run :func:`~pipeline.crop.stage.process_photo` per photo) → outcomes streamed back to the driver, which
-journals them through ``run_stage``. The same pattern as the pseudo-label engine
-(:mod:`pipeline.teacher.ray_engine`), with the shared pieces in :mod:`pipeline.ray_data`; call
-``ray.init(address=...)`` first to use a cluster (its nodes must see the photos and the output folder).
+journals them through ``run_stage``. The pattern of the pseudo-label engine (:mod:`pipeline.teacher.ray_engine`,
+whose :func:`~pipeline.teacher.ray_engine.start_local_ray` starts a local Ray when no cluster runs), in one
+stage: cropping has no model half. Call ``ray.init(address=...)`` first to use a cluster (its nodes must see the
+photos and the output folder).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from pipeline.crop.stage import CropSettings, init_worker, process_photo
-from pipeline.ray_data import items_dataset, outcome_column, outcomes, ray_cluster
+from pipeline.teacher.ray_engine import start_local_ray
 from sinet_plus.stage import Outcome, guarded
 
 
@@ -27,8 +28,8 @@ class _Cropper:
         init_worker(settings, out_dir, threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return outcome_column([guarded(process_photo, key, pickle.loads(item))
-                               for key, item in zip(batch["key"], batch["item"])])
+        outcomes = [guarded(process_photo, key, pickle.loads(item)) for key, item in zip(batch["key"], batch["item"])]
+        return {"outcome": np.array([outcome.to_json() for outcome in outcomes], dtype=object)}
 
 
 def run_ray(items: Sequence[tuple[str, tuple]], settings: CropSettings, out_dir: str | os.PathLike,
@@ -45,8 +46,13 @@ def run_ray(items: Sequence[tuple[str, tuple]], settings: CropSettings, out_dir:
     """
     import ray
 
-    actors = max(1, min(actors, int(ray_cluster().get("CPU", 1))))
-    cropped = items_dataset(items, batch_size).map_batches(
-        _Cropper, fn_constructor_args=(settings, str(out_dir), threads), batch_size=batch_size, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
-    return outcomes(cropped)
+    if not ray.is_initialized():
+        start_local_ray()
+    actors = max(1, min(actors, int(ray.cluster_resources().get("CPU", 1))))
+    dataset = ray.data.from_items([{"key": key, "item": pickle.dumps(item)} for key, item in items],
+                                  override_num_blocks=max(1, min(len(items) // batch_size, 64)))
+    cropped = dataset.map_batches(_Cropper, fn_constructor_args=(settings, str(out_dir), threads),
+                                  batch_size=batch_size, batch_format="numpy",
+                                  compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
+    for row in cropped.iter_rows():
+        yield Outcome.from_json(row["outcome"])

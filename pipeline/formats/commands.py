@@ -11,13 +11,13 @@ from rich.console import Console
 
 from pipeline.formats.convert import EXPORT_FORMATS, READERS
 from pipeline.formats.items import FormatError, common_folder
-from pipeline.formats.label_studio import LOCAL_FILES
 from sinet_plus import manifest as mf
 
 console = Console()
 
-UrlPrefix = Annotated[str, typer.Option(help="Label Studio: what precedes each photo's name in its image URL "
-                                             "(default: local-files storage rooted at the photos' folder).")]
+UrlPrefix = Annotated[Optional[str], typer.Option(
+    help="Label Studio: what precedes each photo's name in its image URL (default: /data/local-files/?d=FOLDER/, "
+         "FOLDER the photos' folder: Label Studio's document root is its parent, a local storage the folder).")]
 
 
 def print_export(items, format: str, out: Path) -> None:
@@ -30,7 +30,7 @@ def convert_command(
     manifest: Annotated[Path, typer.Argument(help="Manifest whose masked rows to export.")],
     to: Annotated[str, typer.Option(help=f"Format: {', '.join(EXPORT_FORMATS)}.")],
     out: Annotated[Path, typer.Option(help="File to write (a folder for fiftyone).")],
-    image_url_prefix: UrlPrefix = LOCAL_FILES,
+    image_url_prefix: UrlPrefix = None,
 ) -> None:
     """Write a manifest's masks in an annotation tool's format (COCO RLE, CVAT, Label Studio, FiftyOne)."""
     from pipeline.formats.convert import write_format

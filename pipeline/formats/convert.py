@@ -18,7 +18,7 @@ from pipeline.formats.coco import read_coco, write_coco
 from pipeline.formats.cvat import read_cvat, write_cvat
 from pipeline.formats.fiftyone import write_fiftyone
 from pipeline.formats.items import ExportItem, FormatError, ImportedMask, export_items
-from pipeline.formats.label_studio import LOCAL_FILES, read_label_studio, write_label_studio
+from pipeline.formats.label_studio import read_label_studio, write_label_studio
 from sinet_plus import manifest as mf
 from sinet_plus.imageio import PHOTO_SUFFIXES, write_mask
 
@@ -40,14 +40,15 @@ def check_format(name: str, known: dict) -> str:
 
 
 def write_format(manifest: mf.Manifest, format: str, out: str | os.PathLike,
-                 url_prefix: str = LOCAL_FILES) -> list[ExportItem]:
+                 url_prefix: str | None = None) -> list[ExportItem]:
     """Export the rows of ``manifest`` that have a mask to ``out`` in ``format``; returns what was written.
 
     Args:
         manifest: the rows to export.
         format: one of :data:`EXPORT_FORMATS`.
         out: the file (a folder for ``fiftyone``).
-        url_prefix: Label Studio only: what precedes each photo's name in its task's image URL.
+        url_prefix: Label Studio only: what precedes each photo's name in its task's image URL (``None``: its
+            local-files URL below the photos' parent folder).
     """
     writers = {"coco": write_coco, "coco-instances": partial(write_coco, instances=True), "cvat": write_cvat,
                "label-studio": partial(write_label_studio, url_prefix=url_prefix), "fiftyone": write_fiftyone}

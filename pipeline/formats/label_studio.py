@@ -1,7 +1,8 @@
 """Label Studio tasks with brush pre-annotations, encoded and decoded by Label Studio's own converter.
 
-Each task shows one photo (``data.image``: a URL prefix and the photo's name, by default Label Studio's
-local-files storage) and carries the mask as a **prediction**, so an annotator starts from it and paints fixes;
+Each task shows one photo (``data.image``: a URL prefix and the photo's name; by default Label Studio's
+local-files URL of the photo below its folder's parent, the document root that Label Studio's local storage of
+the photos' folder needs) and carries the mask as a **prediction**, so an annotator starts from it and paints fixes;
 ``data`` also keeps the manifest id and the ``priority``. Masks are brush results in Label Studio's RLE, made by
 ``label_studio_converter.brush.mask2rle`` and read by its ``decode_rle``; unknown pixels are a second brush label.
 :func:`label_config` is the labeling interface these tasks need. Reading takes, per task, the latest annotation
@@ -18,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.formats.items import PERSON, UNKNOWN, ExportItem, FormatError, ImportedMask
+from pipeline.formats.items import PERSON, UNKNOWN, ExportItem, FormatError, ImportedMask, common_folder
 from sinet_plus.files import write_text_atomic
 from sinet_plus.imageio import IGNORE, STORED_UNKNOWN, read_mask
 
 LOCAL_FILES = "/data/local-files/?d="
-"""Default URL prefix: Label Studio's local-files storage, the photos' folder as its document root."""
+"""Label Studio's URL of a file served by its local storage; ``d`` is the path below the document root."""
 
 BRUSH, IMAGE = "label", "image"
 """Names of the brush and image tags in :func:`label_config` (results refer to them)."""
@@ -56,8 +57,17 @@ def _task(item: ExportItem, url_prefix: str) -> dict:
                                            "result": results}]}
 
 
-def write_label_studio(items: list[ExportItem], out: str | os.PathLike, url_prefix: str = LOCAL_FILES) -> None:
-    """Write ``items`` as a Label Studio tasks JSON file and its labeling interface beside it (``.xml``)."""
+def write_label_studio(items: list[ExportItem], out: str | os.PathLike, url_prefix: str | None = None) -> None:
+    """Write ``items`` as a Label Studio tasks JSON file and its labeling interface beside it (``.xml``).
+
+    Args:
+        items: what to export.
+        out: the tasks file.
+        url_prefix: what precedes each photo's name in its image URL; ``None``: :data:`LOCAL_FILES` and the
+            photos' folder name (``/data/local-files/?d=images/``), for the photos' parent as document root.
+    """
+    if url_prefix is None:
+        url_prefix = f"{LOCAL_FILES}{common_folder([item.image for item in items]).name}/"
     write_text_atomic(out, json.dumps([_task(item, url_prefix) for item in items]) + "\n")
     write_text_atomic(Path(out).with_suffix(".xml"), label_config())
 

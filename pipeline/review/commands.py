@@ -14,7 +14,6 @@ from rich.table import Table
 
 import pipeline
 from pipeline.formats.commands import UrlPrefix, print_export
-from pipeline.formats.label_studio import LOCAL_FILES
 from pipeline.review.store import Store
 from sinet_plus import manifest as mf
 from sinet_plus.errors import UserError
@@ -101,7 +100,9 @@ def export_command(
                                                    "start), pending (repeat for several).")] = ["accepted"],
     base: Annotated[list[Path], typer.Option(help="Manifests to include as they are (repeat for several; "
                                                   "manifest format).")] = [],
-    image_url_prefix: UrlPrefix = LOCAL_FILES,
+    split: Annotated[Optional[str], typer.Option(help="Give every reviewed row this split (e.g. train: pseudo-labels "
+                                                      "come out of the teacher as unlabeled).")] = None,
+    image_url_prefix: UrlPrefix = None,
 ) -> None:
     """Write the reviewed items as a manifest the SINet trainer reads, or in an annotation tool's format."""
     from pipeline.formats.convert import write_format
@@ -111,9 +112,10 @@ def export_command(
         raise UserError("--base goes with --format manifest only")
     store = Store(db)
     if format != "manifest":
-        print_export(write_format(review_manifest(store, tuple(status)), format, out, image_url_prefix), format, out)
+        items = write_format(review_manifest(store, tuple(status), split), format, out, image_url_prefix)
+        print_export(items, format, out)
         return
-    manifest, reviewed = export_manifest(store, out, base, tuple(status))
+    manifest, reviewed = export_manifest(store, out, base, tuple(status), split)
     mf.write_manifest(manifest, out)
     console.print(f"wrote {len(manifest)} rows to {out} ({reviewed} reviewed, {len(manifest) - reviewed} from "
                   "base manifests)")

@@ -1,7 +1,9 @@
-"""The reviewed items as a manifest the SINet trainer reads."""
+"""The reviewed items as a manifest the SINet trainer reads: the one export behind ``pipeline export`` and the
+curated manifest of ``pipeline run``."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,15 +42,23 @@ def verdicts(store: Store) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["key", "status", "reviewer", "decided_at", "reason"])
 
 
+def verdicts_digest(store: Store) -> str:
+    """A short hash of every counting decision: it changes whenever someone decides or undoes something."""
+    decisions = store.decisions_frame()
+    text = decisions[["key", "annotator", "decision", "reason"]].to_csv(index=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 VERDICTS = ("accepted", "rejected", "pending")
 """What an export may select: the verdict of a fully reviewed item, or ``pending`` for one still open."""
 
 
-def review_manifest(store: Store, statuses: tuple[str, ...] = ("accepted",)) -> mf.Manifest:
+def review_manifest(store: Store, statuses: tuple[str, ...] = ("accepted",), split: str | None = None
+                    ) -> mf.Manifest:
     """The store's real items whose verdict is one of ``statuses`` (see :data:`VERDICTS`), rooted at the data root.
 
     Decided rows get ``status``, ``reviewer``, ``decided_at`` and ``reason`` from :func:`verdicts`; pending rows
-    keep ``status`` pending.
+    keep ``status`` pending. ``split`` is given to every row when set.
     """
     unknown = [s for s in statuses if s not in VERDICTS]
     if unknown:
@@ -60,17 +70,25 @@ def review_manifest(store: Store, statuses: tuple[str, ...] = ("accepted",)) -> 
     for key, row in zip(items["key"], items["row"]):
         verdict = decided.loc[key].to_dict() if key in decided.index else {"status": "pending"}
         if verdict["status"] in statuses:
-            rows.append({**row, **verdict})
+            rows.append({**row, **verdict, **({"split": split} if split is not None else {})})
     return mf.Manifest(mf.new_rows(rows), store.data_root)
 
 
 def export_manifest(store: Store, out: str | os.PathLike, bases: list[Path] = (),
-                    statuses: tuple[str, ...] = ("accepted",)) -> tuple[mf.Manifest, int]:
+                    statuses: tuple[str, ...] = ("accepted",), split: str | None = None) -> tuple[mf.Manifest, int]:
     """The items of ``statuses`` (:func:`review_manifest`) stacked with ``bases``, rooted at ``out``'s folder.
 
     Returns the manifest and how many reviewed rows it holds. Raises :class:`~sinet_plus.manifest.ManifestError`
     when a base manifest is invalid or its ids clash with reviewed ones.
+
+    Args:
+        store: the review store.
+        out: the manifest to be written (paths are made relative to its folder).
+        bases: manifests to include as they are.
+        statuses: the verdicts to export (:data:`VERDICTS`).
+        split: give every reviewed row this split (pseudo-labels come out of the teacher as ``unlabeled``, and
+            the SINet trainer reads one split); None keeps each row's own.
     """
-    reviewed = review_manifest(store, statuses)
+    reviewed = review_manifest(store, statuses, split)
     combined = mf.concat([reviewed, *(mf.load(path) for path in bases)], Path(out).parent.absolute())
     return combined, len(reviewed)

@@ -3,8 +3,9 @@
 Sections, each from the files the stages wrote: the **crops** (origin photos with their face boxes and crop
 boxes), the **pseudo-labels** ordered by ``priority`` (likely failures first) with ``auto_accept`` marked, the
 **review** (verdicts, decisions with their reasons, figures per annotator) and the **models** (per curated
-photo: the accepted mask beside each trained SINet's, with their IoU against it). Each section shows at most
-``limit`` pictures, so a run of thousands of photos still gives a page a browser opens at once.
+photo: the accepted mask beside each SINet's, predicted here, with their IoU against it). Each section shows at
+most ``limit`` pictures, so a run of thousands of photos still gives a page a browser opens at once (and the
+models predict only those).
 """
 
 from __future__ import annotations
@@ -52,8 +53,7 @@ class ReportInputs:
         labels: manifests written by ``pseudo-label``: the teacher's masks, or human masks it checked.
         review_db: the review store.
         curated: the exported training manifest.
-        predictions: model title → ``sinet predict`` folders (``manifest.csv`` and masks) holding the curated
-            photos.
+        models: title → SINet checkpoint, for each model whose masks to show (missing files are left out).
         limit: most pictures per section.
     """
 
@@ -62,7 +62,7 @@ class ReportInputs:
     labels: list[Path] = field(default_factory=list)
     review_db: Path | None = None
     curated: Path | None = None
-    predictions: dict[str, list[Path]] = field(default_factory=dict)
+    models: dict[str, Path] = field(default_factory=dict)
     limit: int = 24
 
 
@@ -176,32 +176,36 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(((a == 1) & (b == 1) & known).sum() / union.sum()) if union.any() else 1.0
 
 
+def sinet_masks(weights: Path, photos: list[np.ndarray]) -> list[np.ndarray]:
+    """The masks a SINet checkpoint gives the photos: person where its probability at the photo's size is above
+    0.5, as ``sinet predict`` writes them."""
+    from sinet.checkpoint import load_model
+    from sinet.predict import predict
+
+    model, preprocessing, _ = load_model(weights)
+    return [(predict(model, preprocessing, photo).probability(photo.shape[:2]) > 0.5).astype(np.uint8)
+            for photo in photos]
+
+
 def models_section(inputs: ReportInputs) -> str:
-    if inputs.curated is None or not inputs.curated.is_file() or not inputs.predictions:
+    models = {title: path for title, path in inputs.models.items() if path.is_file()}
+    if inputs.curated is None or not inputs.curated.is_file() or not models:
         return "<p class='muted'>No trained model in this run.</p>"
     curated = mf.read_manifest(inputs.curated)
-    by_stem = {name: {stem: mask for table in (mf.read_manifest(f / "manifest.csv") for f in folders
-                                               if (f / "manifest.csv").is_file())
-                      for stem, mask in zip(table.frame["origin_stem"].astype(str), table.paths("mask"))}
-               for name, folders in inputs.predictions.items()}
-    scores: dict[str, list[float]] = {name: [] for name in by_stem}
-    rows = []
-    for row in curated.frame.head(inputs.limit).itertuples():
-        image = read_image(curated.path(row.image))
-        accepted = read_mask(curated.path(row.mask), unknown_value=STORED_UNKNOWN)
-        cells = [figure(image, f"photo {row.id}", html.escape(row.id), 220),
-                 figure(overlay(image, accepted), f"accepted {row.id}", "accepted (teacher) mask", 220)]
-        for name, masks in by_stem.items():
-            path = masks.get(Path(row.image).stem)
-            if path is None:
-                continue
-            mask = read_mask(path, unknown_value=STORED_UNKNOWN)
-            scores[name].append(iou(mask, accepted))
-            cells.append(figure(overlay(image, mask), f"{name} {row.id}",
-                                f"{html.escape(name)}: IoU {scores[name][-1]:.3f}", 220))
-        rows.append("<div class='row'>" + "".join(cells) + "</div>")
-    means = ", ".join(f"{html.escape(n)} {np.mean(s):.3f}" for n, s in scores.items() if s)
-    return f"<p>Mean IoU with the accepted masks: {means or 'no predictions'}.</p>" + "\n".join(rows)
+    rows = curated.frame.head(inputs.limit)
+    photos = [read_image(curated.path(v)) for v in rows["image"]]
+    accepted = [read_mask(curated.path(v), unknown_value=STORED_UNKNOWN) for v in rows["mask"]]
+    predicted = {title: sinet_masks(path, photos) for title, path in models.items()}
+    scores = {title: [iou(mask, truth) for mask, truth in zip(masks, accepted)] for title, masks in predicted.items()}
+    lines = []
+    for index, (key, photo, truth) in enumerate(zip(rows["id"], photos, accepted)):
+        cells = [figure(photo, f"photo {key}", html.escape(key), 220),
+                 figure(overlay(photo, truth), f"accepted {key}", "accepted (teacher) mask", 220)]
+        cells += [figure(overlay(photo, predicted[title][index]), f"{title} {key}",
+                         f"{html.escape(title)}: IoU {scores[title][index]:.3f}", 220) for title in predicted]
+        lines.append("<div class='row'>" + "".join(cells) + "</div>")
+    means = ", ".join(f"{html.escape(title)} {np.mean(values):.3f}" for title, values in scores.items())
+    return f"<p>Mean IoU with the accepted masks: {means}.</p>" + "\n".join(lines)
 
 
 def write_report(inputs: ReportInputs, out: str | os.PathLike) -> Path:

@@ -148,7 +148,7 @@ def test_quickstart_config_plans_every_stage():
     config = load_config(Path(__file__).parents[1] / "configs" / "quickstart.toml", auto_accept=0.5)
     names = [step.name for step in plan(config)]
     assert names == ["demo-photos", "demo-masks", "demo-crop", "demo-label", "queue", "review", "export",
-                     "sinet-plus", "sinet-plus-eval", "start-demo-predict", "sinet-plus-demo-predict"]
+                     "sinet-plus", "sinet-plus-eval"]
     assert plan(config, stop_after="export")[-1].name == "export"
     training = next(step for step in plan(config) if step.name == "sinet-plus")
     assert training.command[training.command.index("--init") + 1] == str(config.init)

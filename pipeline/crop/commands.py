@@ -15,7 +15,7 @@ from rich.console import Console
 from pipeline.crop.framing import FramingRule
 from pipeline.crop.preview import write_contact_sheet
 from pipeline.crop.rules import SelectionRules
-from pipeline.crop.stage import CropSettings, run
+from pipeline.crop.stage import ENGINES, CropSettings, run
 from pipeline.faces import DetectorSettings
 from sinet_plus import manifest as mf
 from sinet_plus.errors import UserError
@@ -58,7 +58,7 @@ def crop_baidu(
                                                           "of IMAGES_DIR and MASKS_DIR.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Processes (local) or Ray actors, each with its own MTCNN.")
                        ] = 1,
-    engine: Annotated[str, typer.Option(help="'local' (process pool) or 'ray' (Ray Data actor pool).")] = "local",
+    engine: Annotated[str, typer.Option(help="'local' (process pool) or 'ray' (Ray Data actor pool).")] = ENGINES[0],
     threads: Annotated[int, typer.Option(min=1, help="Torch threads per worker.")] = 1,
     output_size: Annotated[str, typer.Option(help="Size of the written crops, WIDTHxHEIGHT (EG1800-like), or "
                                                   f"{NATIVE} (the photo's own resolution).")

@@ -194,7 +194,7 @@ def plan_manifest_items(manifest: Manifest) -> list[tuple[str, tuple]]:
 
 def run(images_dir: str | os.PathLike | None, masks_dir: str | os.PathLike | None, out_dir: str | os.PathLike,
         settings: CropSettings = CropSettings(), workers: int = 1, threads: int = 1,
-        manifest: Manifest | None = None, engine: str = "local") -> StageSummary:
+        manifest: Manifest | None = None, engine: str = ENGINES[0]) -> StageSummary:
     """Crop every photo of ``images_dir`` (masks by stem from ``masks_dir``), or of ``manifest``, into ``out_dir``,
     resumably.
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -268,48 +267,16 @@ def arm_data_step(config: RunConfig, arm: str, sources: list[str], reviewed: dic
                 state=lambda: sources)
 
 
-@dataclass(frozen=True)
-class ShownModel:
-    """A SINet whose masks the report shows: its name in paths, its title in the page, its weights, and the
-    training step that writes them (``None`` for a given checkpoint)."""
-
-    name: str
-    title: str
-    weights: Path
-    trained_by: str | None
-
-
-def shown_models(config: RunConfig) -> list[ShownModel]:
-    """The checkpoint the fine-tuning starts from (given, or the arms' trained common start), then each model."""
-    start = []
+def shown_models(config: RunConfig) -> dict[str, Path]:
+    """Title → checkpoint of the SINets whose masks the report shows: the checkpoint the fine-tuning starts from
+    (given, or the arms' trained common start), then each trained model."""
+    start = {}
     if config.init is not None:
-        start = [ShownModel("start", f"{config.init.stem} (before)", config.init, None)]
+        start = {f"{config.init.stem} (before)": config.init}
     elif config.arms:
-        start = [ShownModel("sinet-base", "sinet-base (common start)", config.out / "sinet-base" / "best.pt",
-                            "sinet-base")]
+        start = {"sinet-base (common start)": config.out / "sinet-base" / "best.pt"}
     after = " (after)" if start else ""
-    return start + [ShownModel(model, model + after, config.out / model / "best.pt", model)
-                    for model in config.models()]
-
-
-def predict_folder(config: RunConfig, model: ShownModel, source: Source) -> Path:
-    return config.out / "predict" / model.name / source.name
-
-
-def predict_steps(config: RunConfig) -> list[Step]:
-    """``sinet predict`` of every shown model on every source's crops, for the report's side-by-side masks."""
-    steps = []
-    for model in shown_models(config):
-        for source in config.sources:
-            out, crops = predict_folder(config, model, source), config.out / source.name / "crops" / "images"
-            steps.append(Step(f"{model.name}-{source.name}-predict", f"{model.title} masks the {source.name} crops",
-                              [out / "manifest.csv"],
-                              [*command("sinet"), "predict", str(crops), "--weights", str(model.weights),
-                               "--out", str(out), "--no-cutouts", "--no-overlays"],
-                              inputs=[] if model.trained_by else [model.weights],
-                              after=(f"{source.name}-crop",) + ((model.trained_by,) if model.trained_by else ()),
-                              owns=[out]))
-    return steps
+    return start | {model + after: config.out / model / "best.pt" for model in config.models()}
 
 
 def report_inputs(config: RunConfig) -> ReportInputs:
@@ -318,9 +285,7 @@ def report_inputs(config: RunConfig) -> ReportInputs:
                         crops=[config.out / s.name / "crops" / "manifest.csv" for s in config.sources],
                         labels=[config.out / s.name / ("checked" if s.masks else "pseudo") / "manifest.csv"
                                 for s in config.sources],
-                        review_db=config.review_db, curated=config.curated,
-                        predictions={m.title: [predict_folder(config, m, s) for s in config.sources]
-                                     for m in shown_models(config)})
+                        review_db=config.review_db, curated=config.curated, models=shown_models(config))
 
 
 def _accepted_note(manifest: Path) -> str:
@@ -353,7 +318,6 @@ def plan(config: RunConfig, stop_after: str | None = None) -> list[Step]:
         reviewed[source.name] = manifest
         writers.append(writer)
     steps += review_steps(config, list(reviewed.values()), tuple(writers)) + sinet_steps(config, reviewed)
-    steps += predict_steps(config)
     names = [step.name for step in steps]
     if stop_after is None:
         return steps

@@ -271,7 +271,7 @@ def test_command_needs_folders_or_a_manifest(tmp_path):
 
 def test_ray_engine_gives_the_local_engines_crops_and_skips(crops, inputs):
     ray = pytest.importorskip("ray")
-    from pipeline.teacher.ray_engine import start_local_ray
+    from pipeline.ray_engine import start_local_ray
 
     out = inputs.parent / "ray"
     start_local_ray(num_cpus=2)

@@ -207,7 +207,7 @@ def run(images_dir: str | os.PathLike | None, masks_dir: str | os.PathLike | Non
         threads: torch threads per worker. One is best here: MTCNN's small convolutions gain little from more,
             and on a busy machine extra threads spin against each other (see docs/crop-baidu.md).
         manifest: photos and masks as manifest rows instead of folders (keys are the photos' stems).
-        engine: ``local`` (a process pool) or ``ray`` (a Ray Data actor pool, :mod:`pipeline.crop.ray_engine`).
+        engine: ``local`` (a process pool) or ``ray`` (a Ray Data actor pool, :func:`pipeline.ray_engine.map_on_ray`).
     """
     if engine not in ENGINES:
         raise UserError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
@@ -216,11 +216,11 @@ def run(images_dir: str | os.PathLike | None, masks_dir: str | os.PathLike | Non
     claim_folder(out_dir, asdict(settings))
 
     def execute(pending: list[tuple[str, tuple]]):
+        initargs = (settings, str(out_dir), threads)
         if engine == "ray":
-            from pipeline.crop.ray_engine import run_ray
+            from pipeline.ray_engine import map_on_ray
 
-            return run_ray(pending, settings, out_dir, actors=workers, threads=threads)
-        return map_items(process_photo, pending, workers=workers, initializer=init_worker,
-                         initargs=(settings, str(out_dir), threads))
+            return map_on_ray(process_photo, pending, actors=workers, initializer=init_worker, initargs=initargs)
+        return map_items(process_photo, pending, workers=workers, initializer=init_worker, initargs=initargs)
 
     return run_stage("crop-baidu" + (" (ray)" if engine == "ray" else ""), items, execute, out_dir)

@@ -1,5 +1,5 @@
-"""Command-line shell of the annotation formats: ``manifest convert``, ``manifest import-annotations`` and
-``import-fixes``."""
+"""Command-line shell of the annotation formats: ``manifest convert`` and ``manifest import-annotations`` (the
+review store's ``export --format`` and ``import-fixes`` use them from :mod:`pipeline.review.commands`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from pipeline.formats.convert import EXPORT_FORMATS, READERS
-from pipeline.formats.items import FormatError, common_folder
+from pipeline.formats.items import common_folder
 from sinet_plus import manifest as mf
 
 console = Console()
@@ -53,31 +53,7 @@ def import_annotations_command(
     console.print(f"wrote {len(manifest)} rows to {out}")
 
 
-def import_fixes_command(
-    file: Annotated[Path, typer.Argument(help="The tool's export of the fixed masks.")],
-    format: Annotated[str, typer.Option(help=f"Format: {', '.join(READERS)}.")],
-    db: Annotated[Path, typer.Option("--db", help="The review database the rejected masks came from.")],
-    annotator: Annotated[Optional[str], typer.Option(help="Who fixed the masks (needed when the file does not "
-                                                          "say: CVAT, COCO).")] = None,
-    masks: Annotated[Optional[Path], typer.Option(help="Folder for the fixed mask PNGs, under the data root "
-                                                       "(default: fixed/ beside the database).")] = None,
-) -> None:
-    """Add masks fixed in CVAT or Label Studio as accepted items; every other decision stays as it is."""
-    from pipeline.formats.fixes import import_fixes
-    from pipeline.review.store import Store
-
-    with Store(db) as store:
-        result = import_fixes(store, file, format, annotator, masks)
-    for problem in result.problems:
-        Console(stderr=True).print(f"[yellow]skipped:[/] {problem}")
-    console.print(f"added {len(result.added)} fixed masks as accepted items ({len(result.known)} were added "
-                  f"before, {len(result.problems)} skipped)")
-    if not result.added and not result.known:
-        raise FormatError(f"{file}: no fixed mask could be taken back")
-
-
 def register(app: typer.Typer, manifest_app: typer.Typer) -> None:
     """Add these commands to ``app`` and its ``manifest`` group."""
     manifest_app.command("convert")(convert_command)
     manifest_app.command("import-annotations")(import_annotations_command)
-    app.command("import-fixes")(import_fixes_command)

@@ -1,4 +1,4 @@
-"""Command-line shell of the review stage: ``queue``, ``review``, ``export`` and ``review-stats``."""
+"""Command-line shell of the review stage: ``queue``, ``review``, ``export``, ``review-stats`` and ``import-fixes``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from rich.table import Table
 
 import pipeline
 from pipeline.formats.commands import UrlPrefix, print_export
+from pipeline.formats.convert import READERS
+from pipeline.formats.items import FormatError
 from pipeline.review.store import Store
 from sinet_plus import manifest as mf
 from sinet_plus.errors import UserError
@@ -121,6 +123,28 @@ def export_command(
                   "base manifests)")
 
 
+def import_fixes_command(
+    file: Annotated[Path, typer.Argument(help="The tool's export of the fixed masks.")],
+    format: Annotated[str, typer.Option(help=f"Format: {', '.join(READERS)}.")],
+    db: Annotated[Path, typer.Option("--db", help="The review database the rejected masks came from.")],
+    annotator: Annotated[Optional[str], typer.Option(help="Who fixed the masks (needed when the file does not "
+                                                          "say: CVAT, COCO).")] = None,
+    masks: Annotated[Optional[Path], typer.Option(help="Folder for the fixed mask PNGs, under the data root "
+                                                       "(default: fixed/ beside the database).")] = None,
+) -> None:
+    """Add masks fixed in CVAT or Label Studio as accepted items; every other decision stays as it is."""
+    from pipeline.review.fixes import import_fixes
+
+    with Store(db) as store:
+        result = import_fixes(store, file, format, annotator, masks)
+    for problem in result.problems:
+        Console(stderr=True).print(f"[yellow]skipped:[/] {problem}")
+    console.print(f"added {len(result.added)} fixed masks as accepted items ({len(result.known)} were added "
+                  f"before, {len(result.problems)} skipped)")
+    if not result.added and not result.known:
+        raise FormatError(f"{file}: no fixed mask could be taken back")
+
+
 def review_stats_command(
     db: Db,
     png: Annotated[Optional[Path], typer.Option(help="PNG sheet to write (default: beside the database).")] = None,
@@ -144,3 +168,4 @@ def register(app: typer.Typer) -> None:
     app.command("review")(review_command)
     app.command("export")(export_command)
     app.command("review-stats")(review_stats_command)
+    app.command("import-fixes")(import_fixes_command)

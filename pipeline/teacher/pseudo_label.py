@@ -307,7 +307,7 @@ def run_local(labeler: Labeler, items: Sequence[tuple[str, PhotoItem]], options:
 
 def run_on_ray(teacher: str | os.PathLike, out_dir: str | os.PathLike, items: Sequence[tuple[str, PhotoItem]],
                options: LabelOptions) -> Iterator[Outcome]:
-    """The Ray engine (:mod:`pipeline.teacher.ray_engine`) with this stage's halves: ``options.workers`` loading
+    """The Ray engine (:func:`pipeline.ray_engine.run_ray`) with this stage's halves: ``options.workers`` loading
     actors run :func:`load_photo`, ``options.actors`` model actors each hold a :class:`Labeler`.
 
     Args:
@@ -316,7 +316,7 @@ def run_on_ray(teacher: str | os.PathLike, out_dir: str | os.PathLike, items: Se
         items: pending ``(key, item)`` pairs.
         options: see :class:`LabelOptions`.
     """
-    from pipeline.teacher.ray_engine import run_ray
+    from pipeline.ray_engine import run_ray
 
     load = functools.partial(load_photo, faces=options.faces)
     make_labeler = functools.partial(Labeler, str(teacher), str(out_dir), options)

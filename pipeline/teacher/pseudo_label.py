@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline import manifest as mf
 from pipeline.imageio import ImageReadError, list_photos, read_image, write_mask, write_png
+from pipeline.processes import DiesWithParent
 from pipeline.stage import ERROR_REASON, Outcome, StageSummary, claim_folder, run_stage
 from pipeline.teacher.checkpoint import load_teacher
 from pipeline.teacher.inference import Prediction, Predictor, resize_for_model
@@ -242,7 +243,7 @@ def run_local(labeler: Labeler, items: Sequence[tuple[str, PhotoItem]], options:
     on batch k+1 while a second thread computes signals and writes the files of batch k (cv2, NumPy, zlib and
     torch release the GIL), so the model rarely waits."""
     loader = DataLoader(_PhotoDataset(items, options), batch_size=options.batch_size, num_workers=options.workers,
-                        collate_fn=_as_list, worker_init_fn=_single_thread_worker,
+                        collate_fn=_as_list, worker_init_fn=DiesWithParent(_single_thread_worker),
                         prefetch_factor=4 if options.workers else None)
     with ThreadPoolExecutor(max_workers=1) as pool:
         finishing: Future | None = None

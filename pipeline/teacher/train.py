@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline import manifest as mf
 from pipeline.imageio import IGNORE, ImageReadError, read_image, read_mask, read_pair
+from pipeline.processes import DiesWithParent
 from pipeline.stage import console
 from pipeline.teacher.checkpoint import file_hash, load_teacher, read_checkpoint, save_checkpoint
 from pipeline.teacher.inference import Predictor, resize_for_model
@@ -188,7 +189,7 @@ def evaluate(predictor: Predictor, rows: mf.Manifest, long_side: int, batch_size
              workers: int = 0) -> dict[str, float]:
     """Mean per-photo IoU (and the share of photos below 0.90) of the predictor on ``rows``."""
     loader = DataLoader(_ValPhotos(rows, long_side), batch_size=batch_size, num_workers=workers,
-                        collate_fn=_columns)
+                        collate_fn=_columns, worker_init_fn=DiesWithParent())
     ious = []
     for resized, sizes, masks in loader:
         for prediction, mask in zip(predictor.predict(resized, sizes, mirror=False), masks):
@@ -236,7 +237,7 @@ def train_teacher(options: TrainOptions) -> dict:
     rows_hash = data_hash(mf.concat([train_rows, val_rows], root=train_rows.root))
     loader = DataLoader(MaskDataset(train_rows, train_augmentation(config.input_size), config),
                         batch_size=options.batch_size, shuffle=True, drop_last=len(train_rows) > options.batch_size,
-                        num_workers=options.workers, collate_fn=collate_readable,
+                        num_workers=options.workers, collate_fn=collate_readable, worker_init_fn=DiesWithParent(),
                         persistent_workers=options.workers > 0, pin_memory=device.type == "cuda")
     total_steps = max(1, options.epochs * len(loader))
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=1e-4)

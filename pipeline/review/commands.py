@@ -69,7 +69,7 @@ def queue_command(
 
     store = _open(db, create=True)
     try:
-        added, known, problems = queue_manifests(store, manifests, root, tuple(status), order, mix, double,
+        added, known, problems, _ = queue_manifests(store, manifests, root, tuple(status), order, mix, double,
                                                  gold_from, gold, gold_dir)
     except QueueError as error:
         raise _fail(str(error))

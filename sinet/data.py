@@ -2,7 +2,7 @@
 
 Rows are read through ``pipeline.manifest`` and photos through ``pipeline.imageio``. A sample is
 ``(image, label)``: a float32 (3, S, S) tensor normalised by the checkpoint's :class:`Preprocessing` and an
-int64 (S/stride, S/stride) label (0 background, 1 person, 255 ignored). Training keys are ``(index, seed)``
+int64 (S/stride, S/stride) label (0 background, 1 person, 255 ignored: the masks' 128 "unknown"). Training keys are ``(index, seed)``
 pairs from :class:`EpochSampler`, so each sample's augmentation depends on its seed alone and not on the
 DataLoader's worker count or on where a resumed run restarts.
 """
@@ -20,8 +20,8 @@ import torch
 from rich.progress import Progress
 from torch.utils.data import Dataset, Sampler
 
-from pipeline.imageio import ImageReadError, read_pair
-from sinet.evaluate import EvalItem, manifest_items
+from pipeline.imageio import ImageReadError
+from sinet.evaluate import EvalItem, manifest_items, read_labelled
 from sinet.loss import label_pixel_counts
 from sinet.preprocess import Preprocessing
 from sinet.transforms import downsample_labels, sample_seed, seed_transform
@@ -57,7 +57,7 @@ def scan_samples(samples: Sequence[EvalItem], description: str = "checking photo
     with Progress(transient=True) as progress:
         for sample in progress.track(samples, description=description):
             try:
-                _, mask = read_pair(sample.image, sample.mask)
+                _, mask = read_labelled(sample)
             except ImageReadError as error:
                 problems.append((sample.key, str(error)))
                 continue
@@ -105,7 +105,7 @@ class SegmentationDataset(Dataset):
         with Progress(transient=True) as progress:
             for index in progress.track(range(len(self.samples)), description="decoding photos into memory"):
                 try:
-                    pair = read_pair(self.samples[index].image, self.samples[index].mask)
+                    pair = read_labelled(self.samples[index])
                 except ImageReadError:
                     continue
                 size = pair[0].nbytes + pair[1].nbytes
@@ -121,7 +121,7 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         index, seed = key if isinstance(key, tuple) else (key, None)
         sample = self.samples[index]
-        image, mask = self.decoded[index] if index in self.decoded else read_pair(sample.image, sample.mask)
+        image, mask = self.decoded[index] if index in self.decoded else read_labelled(sample)
         if seed is not None:
             seed_transform(self.transform, seed)
         out = self.transform(image=image, mask=mask)

@@ -22,7 +22,7 @@ from rich.progress import Progress
 from torch import nn
 
 from pipeline import manifest as mf
-from pipeline.imageio import ImageReadError, read_pair, write_png
+from pipeline.imageio import IGNORE, STORED_UNKNOWN, ImageReadError, read_pair, write_png
 from sinet.metrics import ScoreBoard, rotate_pair, rotation_angles, scaled_band_kernel
 from sinet.predict import predict
 from sinet.preprocess import Preprocessing
@@ -30,6 +30,10 @@ from sinet.preprocess import Preprocessing
 console = Console(stderr=True)
 ROTATION_LIMITS = (25, 45, 75, 90)
 ERROR_COLOURS = {"missed": (40, 90, 255), "extra": (255, 50, 50)}
+
+
+class NothingToScore(ValueError):
+    """No photo of the evaluation could be scored; the message names the reasons."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,12 @@ class EvalItem:
     key: str
     image: Path
     mask: Path
+
+
+def read_labelled(item: EvalItem) -> tuple[np.ndarray, np.ndarray]:
+    """A labelled photo and its mask (0 background, 1 person, IGNORE where the PNG holds 128, "unknown"), so
+    unknown pixels count nowhere in the loss or the metrics."""
+    return read_pair(item.image, item.mask, unknown_value=STORED_UNKNOWN)
 
 
 def manifest_items(path: str | os.PathLike, split: str | None, status: tuple[str, ...] = ("accepted",)
@@ -142,6 +152,10 @@ def evaluate(model: nn.Module, preprocessing: Preprocessing, items: list[EvalIte
     Returns:
         ``iou``, ``miou``, ``boundary_f1`` (×100, at the network size), ``images``, ``full_resolution``
         (the same at the photo's resolution), ``rotations`` (max angle → scores), ``per_image`` and ``skipped``.
+
+    Raises:
+        NothingToScore: no item could be scored (unreadable, or every mask pixel unknown), rather than a
+            report of NaN figures.
     """
     at_network, at_photo = ScoreBoard(), ScoreBoard()
     rotated = {limit: ScoreBoard() for limit in rotations}
@@ -152,9 +166,12 @@ def evaluate(model: nn.Module, preprocessing: Preprocessing, items: list[EvalIte
         for index, item in enumerate(items):
             progress.advance(task)
             try:
-                image, gt = read_pair(item.image, item.mask)
+                image, gt = read_labelled(item)
             except ImageReadError as error:
                 skipped.append({"key": item.key, "reason": str(error)})
+                continue
+            if not np.any(gt != IGNORE):
+                skipped.append({"key": item.key, "reason": f"{item.mask}: every pixel is unknown ({STORED_UNKNOWN})"})
                 continue
             prediction = predict(model, preprocessing, image)
             pred_small, gt_small = prediction.labels(), preprocessing.resize_mask(gt)
@@ -167,6 +184,9 @@ def evaluate(model: nn.Module, preprocessing: Preprocessing, items: list[EvalIte
                 turned, turned_gt = rotate_pair(image, gt, float(angles[limit][index]))
                 rotated[limit].add(item.key, predict(model, preprocessing, turned).labels(),
                                    preprocessing.resize_mask(turned_gt))
+    if not at_network.images:
+        reasons = "; ".join(skip["reason"] for skip in skipped[:3]) + (" ..." if len(skipped) > 3 else "")
+        raise NothingToScore(f"none of the {len(items)} photos could be scored: {reasons}")
     if sheet_path is not None and keeper.heap:
         write_png(sheet_path, worst_sheet(keeper.sorted()))
     photo_scores = {score.key: score for score in at_photo.images}

@@ -1,0 +1,123 @@
+"""Processes the project starts die with their parent, and the files it writes are as readable as the umask says.
+
+Real commands as real subprocesses, real signals, real photos from ../shared.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import manifest as mf
+from pipeline.imageio import write_jpeg, write_mask
+from sinet.checkpoint import save_checkpoint
+from sinet.model import SINetEncoder
+from sinet.preprocess import PRESETS
+
+PROJECT = Path(__file__).resolve().parents[1]
+PIPELINE = str(Path(sys.executable).with_name("pipeline"))
+
+pytestmark = pytest.mark.slow
+
+
+def children(pid: int) -> set[int]:
+    """Direct children of ``pid`` (from /proc)."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found.update(int(child) for child in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return found
+
+
+def alive(pid: int) -> bool:
+    """True for a running process; a zombie waiting for its reaper is dead."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def kill_when_working(argv: list[str], journal: Path, workers: int) -> set[int]:
+    """Start ``argv``; once it journaled an item and has ``workers`` children, SIGKILL it; return the children."""
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline and process.poll() is None:
+            started = children(process.pid)
+            if len(started) >= workers and journal.is_file() and journal.read_bytes().count(b"\n"):
+                break
+            time.sleep(0.1)
+        assert process.poll() is None, "the command ended before it could be killed"
+        started = children(process.pid)
+    finally:
+        process.kill()
+        process.wait()
+    return started
+
+
+def outlive(pids: set[int], seconds: float) -> list[int]:
+    """The processes of ``pids`` still alive after up to ``seconds``; they are killed (they are ours)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline and any(alive(pid) for pid in pids):
+        time.sleep(0.1)
+    survivors = [pid for pid in pids if alive(pid)]
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    return survivors
+
+
+def test_pseudo_label_loader_workers_die_with_a_killed_command(eg1800_dir, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for photo in sorted((eg1800_dir / "images").glob("*.jpg"))[:40]:
+        os.symlink(photo, photos / photo.name)
+    out = tmp_path / "out"
+    workers = kill_when_working([PIPELINE, "pseudo-label", str(photos), "--teacher",
+                                 str(PROJECT / "sinet" / "weights" / "teacher-mnv3s.pt"), "--out", str(out),
+                                 "--workers", "2", "--batch-size", "2", "--long-side", "256", "--device", "cpu"],
+                                out / ".journal.jsonl", 2)
+    assert len(workers) >= 2
+    assert outlive(workers, 10) == []
+
+
+def test_crop_pool_workers_die_with_a_killed_command(fullbody_dir, tmp_path):
+    for kind, suffix in (("images", ".jpg"), ("masks", ".png")):
+        (tmp_path / kind).mkdir()
+        for photo in sorted((fullbody_dir / kind).glob(f"*{suffix}"))[:40]:
+            os.symlink(photo, tmp_path / kind / photo.name)
+    out = tmp_path / "out"
+    workers = kill_when_working([PIPELINE, "crop-baidu", str(tmp_path / "images"), str(tmp_path / "masks"),
+                                 "--out", str(out), "--workers", "2"], out / ".journal.jsonl", 2)
+    assert len(workers) >= 2
+    assert outlive(workers, 10) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_written_files_are_as_readable_as_the_umask_allows(eg1800_dir, tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        mask = (np.arange(64 * 48).reshape(64, 48) % 2).astype(np.uint8)
+        write_mask(tmp_path / "masks" / "m.png", mask)
+        write_jpeg(tmp_path / "images" / "p.jpg", np.zeros((64, 48, 3), np.uint8))
+        rows = mf.new_rows([{"id": "t/p", "image": "images/p.jpg", "mask": "masks/m.png", "source": "t",
+                             "split": "train"}])
+        mf.write_manifest(rows, tmp_path / "manifest.csv")
+        mf.write_manifest(rows, tmp_path / "manifest.parquet")
+        save_checkpoint(tmp_path / "model.pt", SINetEncoder(), PRESETS["imagenet"])
+    finally:
+        os.umask(previous)
+    written = ["masks/m.png", "images/p.jpg", "manifest.csv", "manifest.parquet", "model.pt"]
+    modes = {name: stat.S_IMODE((tmp_path / name).stat().st_mode) for name in written}
+    assert modes == {name: 0o666 & ~umask for name in written}
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["arch"] == "SINetEncoder"

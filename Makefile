@@ -19,7 +19,9 @@ system-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# ruff (pyflakes, isort; settings in pyproject.toml) first: an unused or unsorted import fails the build.
 test: setup system-deps
+	$(PY) -m ruff check .
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The offline quick start: packaged photos + shipped weights through every stage, unattended (no ../shared).

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from pipeline.crop import faces
+from pipeline import faces
 from pipeline.crop.stage import CropSettings, crop_photo, run
-from pipeline.imageio import read_image, read_mask, write_jpeg, write_mask
+from sinet_plus.imageio import read_image, read_mask, write_jpeg, write_mask
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fullbody"
 

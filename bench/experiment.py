@@ -20,8 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pipeline import manifest as mf  # noqa: E402
-from pipeline.atomic import atomic_path, write_text_atomic  # noqa: E402
+from sinet_plus import manifest as mf  # noqa: E402
+from sinet_plus.files import atomic_path, write_text_atomic  # noqa: E402
 
 MODELS = {"sinet-base": "SINet (EG1800 train)", "sinet-plus": "SINet+ (EG1800 train + curated)"}
 METRICS = {"iou": "IoU (official)", "miou": "mIoU (2-class)", "boundary_f1": "boundary F1"}

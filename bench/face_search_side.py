@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pipeline.crop.faces import DetectorSettings, FaceDetector
-from pipeline.imageio import read_image
+from pipeline.faces import DetectorSettings, FaceDetector
+from sinet_plus.imageio import read_image
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eg1800"
 SIDES = (640, 320)

@@ -25,8 +25,18 @@ from playwright.sync_api import sync_playwright
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "tests"))
 
-from review_helpers import (CHROMIUM_ARGS, PIPELINE, TIMER, eg1800_sample, free_port, press,  # noqa: E402
-                            sign_in, start_app, stop_app, wait_healthy)
+from review_helpers import (  # noqa: E402
+    CHROMIUM_ARGS,
+    PIPELINE,
+    TIMER,
+    eg1800_sample,
+    free_port,
+    press,
+    sign_in,
+    start_app,
+    stop_app,
+    wait_healthy,
+)
 
 GRID = 9
 BLOCK = 20

@@ -19,8 +19,9 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT / "tests"))
 
-from pipeline.review.store import NewItem, Store  # noqa: E402
 from review_helpers import check_decisions, decide_until_empty  # noqa: E402
+
+from pipeline.review.store import NewItem, Store  # noqa: E402
 
 
 def main() -> None:

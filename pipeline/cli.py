@@ -1,4 +1,9 @@
-"""The ``pipeline`` command: parses options, wires files and calls the stages' pure cores."""
+"""The ``pipeline`` command: parses options, wires files and calls the stages' pure cores.
+
+Each stage keeps its command-line shell beside its core (``pipeline/*/commands.py``); this module builds the app
+from them and holds the ``manifest`` commands. How a command ends on an error is decided once, in
+:mod:`sinet_plus.cli`.
+"""
 
 from __future__ import annotations
 
@@ -12,45 +17,37 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from pipeline import __version__
-from pipeline import manifest as mf
+from pipeline.crop import commands as crop_commands
 from pipeline.importers import ImportResult, import_eg1800, import_folder
+from pipeline.review import commands as review_commands
+from pipeline.run import commands as run_commands
+from pipeline.teacher import commands as teacher_commands
+from sinet_plus import manifest as mf
+from sinet_plus.cli import new_app, version_option
+from sinet_plus.errors import UserError
 
 console = Console()
-app = typer.Typer(help="sinet-plus data engine: crop, pseudo-label, review and export portrait data.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
-manifest_app = typer.Typer(help="Validate, inspect, combine and import manifests.", no_args_is_help=True)
+app = new_app("sinet-plus data engine: crop, pseudo-label, review and export portrait data.")
+manifest_app = new_app("Validate, inspect, combine and import manifests.")
 app.add_typer(manifest_app, name="manifest")
-
-
-def _version(value: bool) -> None:
-    if value:
-        console.print(f"sinet-plus pipeline {__version__}")
-        raise typer.Exit()
+Version = version_option("pipeline")
 
 
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
-                                                    help="Print the version and exit.")] = None,
+    version: Version = None,
 ) -> None:
     """Set up rich logging for every command."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False)], force=True)
 
 
-def fail(message: str) -> typer.Exit:
-    """Print an error and return the exit to raise (exit code 1)."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}")
-    return typer.Exit(1)
-
-
 def _finish_import(result: ImportResult, out: Path, strict: bool) -> None:
     for problem in result.problems:
         Console(stderr=True).print(f"[yellow]skipped:[/] {problem}")
     if len(result.manifest) == 0:
-        raise fail("nothing could be imported")
+        raise UserError("nothing could be imported")
     mf.write_manifest(result.manifest, out)
     console.print(f"wrote {len(result.manifest)} rows to {out} ({len(result.problems)} files skipped)")
     if strict and result.problems:
@@ -62,13 +59,12 @@ def import_eg1800_command(
     folder: Annotated[Path, typer.Argument(help="EG1800 folder with images/, masks/ and split.csv.")],
     out: Annotated[Path, typer.Option(help="Manifest to write (.csv or .parquet).")],
     strict: Annotated[bool, typer.Option(help="Exit non-zero if any file was skipped.")] = False,
+    holdout: Annotated[int, typer.Option(help="Move this many random train rows to split 'holdout' (to select "
+                                              "models on without touching val).")] = 0,
+    holdout_seed: Annotated[int, typer.Option(help="Seed of the holdout draw.")] = 0,
 ) -> None:
     """Import EG1800 (images/, masks/, split.csv) as a manifest of accepted human-made masks."""
-    try:
-        result = import_eg1800(folder, out)
-    except (FileNotFoundError, ValueError) as error:
-        raise fail(str(error))
-    _finish_import(result, out, strict)
+    _finish_import(import_eg1800(folder, out, holdout, holdout_seed), out, strict)
 
 
 @manifest_app.command("import-folder")
@@ -82,10 +78,7 @@ def import_folder_command(
     strict: Annotated[bool, typer.Option(help="Exit non-zero if any file was skipped.")] = False,
 ) -> None:
     """Import a folder of photos (and optionally masks with matching stems) as a manifest."""
-    try:
-        result = import_folder(images, masks, out, source=source, split_file=split_file, default_split=split)
-    except (FileNotFoundError, ValueError) as error:
-        raise fail(str(error))
+    result = import_folder(images, masks, out, source=source, split_file=split_file, default_split=split)
     _finish_import(result, out, strict)
 
 
@@ -121,10 +114,7 @@ def stats_command(
 ) -> None:
     """Counts by source, split, review status and mask presence."""
     for path in manifests:
-        try:
-            counts = mf.stats(mf.read_manifest(path))
-        except mf.ManifestError as error:
-            raise fail(str(error))
+        counts = mf.stats(mf.read_manifest(path))
         if as_json:
             console.print_json(json.dumps({str(path): counts}))
             continue
@@ -144,27 +134,14 @@ def concat_command(
     prefix_ids: Annotated[bool, typer.Option(help="Prefix ids with each manifest's file stem.")] = False,
 ) -> None:
     """Stack manifests from several stages into one, refusing id clashes."""
-    try:
-        tables = [mf.load(path) for path in manifests]
-        combined = mf.concat(tables, out.parent.absolute(), prefix_ids=prefix_ids, names=[p.stem for p in manifests])
-    except mf.ManifestError as error:
-        raise fail(str(error))
+    tables = [mf.load(path) for path in manifests]
+    combined = mf.concat(tables, out.parent.absolute(), prefix_ids=prefix_ids, names=[p.stem for p in manifests])
     mf.write_manifest(combined, out)
     console.print(f"wrote {len(combined)} rows to {out}")
 
 
-def _register_stages() -> None:
-    """Add the stages' commands; each stage keeps its command-line shell beside its core."""
-    from pipeline.crop import commands as crop_commands
-    from pipeline import run_commands
-    from pipeline.review import commands as review_commands
-    from pipeline.teacher import commands as teacher_commands
-
-    for module in (crop_commands, teacher_commands, review_commands, run_commands):
-        module.register(app)
-
-
-_register_stages()
+for stage in (crop_commands, teacher_commands, review_commands, run_commands):
+    stage.register(app)
 
 if __name__ == "__main__":
     app()

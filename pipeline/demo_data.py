@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.atomic import write_bytes_atomic
+from sinet_plus.files import write_bytes_atomic
 
 
 def demo_photo_files() -> dict[str, Path]:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.imageio import list_photos
-from pipeline.manifest import Manifest, new_rows
+from sinet_plus.errors import PathError
+from sinet_plus.imageio import list_photos
+from sinet_plus.manifest import Manifest, hold_out, new_rows
 
 
 @dataclass
@@ -70,22 +71,29 @@ def _pair_rows(photos: list[Path], masks_dir: Path | None, root: Path, source: s
 
 def read_split_file(path: str | os.PathLike) -> dict[str, str]:
     """A ``stem,split`` CSV as a dict (stems keep their leading zeros)."""
-    table = pd.read_csv(path, dtype=str)
+    try:
+        table = pd.read_csv(path, dtype=str)
+    except (OSError, ValueError) as error:  # missing file, or not a CSV pandas can parse
+        raise PathError(path, f"cannot read the split file ({error})") from None
     if not {"stem", "split"} <= set(table.columns):
-        raise ValueError(f"{path}: a split file needs the columns stem,split (found {', '.join(table.columns)})")
+        raise PathError(path, f"a split file needs the columns stem,split (found {', '.join(table.columns)})")
     return dict(zip(table["stem"], table["split"]))
 
 
-def import_eg1800(folder: str | os.PathLike, out: str | os.PathLike) -> ImportResult:
-    """EG1800 as laid out in ``folder``: ``images/*.jpg``, ``masks/*.png`` and ``split.csv``."""
+def import_eg1800(folder: str | os.PathLike, out: str | os.PathLike, holdout: int = 0,
+                  holdout_seed: int = 0) -> ImportResult:
+    """EG1800 as laid out in ``folder``: ``images/*.jpg``, ``masks/*.png`` and ``split.csv``; with ``holdout``,
+    that many train rows move to split ``holdout`` (:func:`~sinet_plus.manifest.hold_out`)."""
     folder = Path(folder)
     for part in ("images", "masks", "split.csv"):
         if not (folder / part).exists():
-            raise FileNotFoundError(f"{folder}: not an EG1800 folder (no {part})")
+            raise PathError(folder, f"not an EG1800 folder (no {part})")
     splits = read_split_file(folder / "split.csv")
     photos = [p for p in list_photos(folder / "images") if p.stem in splits]
     root = Path(out).parent.resolve()
-    return _pair_rows(photos, folder / "masks", root, "eg1800", splits, "train", require_mask=True)
+    result = _pair_rows(photos, folder / "masks", root, "eg1800", splits, "train", require_mask=True)
+    result.manifest = hold_out(result.manifest, holdout, holdout_seed)
+    return result
 
 
 def import_folder(images: str | os.PathLike, masks: str | os.PathLike | None, out: str | os.PathLike,

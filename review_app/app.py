@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import argparse
 import hmac
-from html import escape
 import os
 import time
+from html import escape
 
 import streamlit as st
 
-from pipeline.imageio import ImageReadError
 from pipeline.review.store import REASONS, DecisionRefused, Item, ReviewStoreError, Store
 from review_app.views import VIEWS, prefetch, render
+from sinet_plus.imageio import ImageReadError
 
 AHEAD = 3  # items leased and drawn ahead of the one on screen in single mode
 GRID = 9  # thumbnails per grid page, marked by number keys 1-9 (Streamlit 1.67 does not fire a "0" shortcut)

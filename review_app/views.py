@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.imageio import read_pair
+from sinet_plus.imageio import read_pair
 
 VIEWS = ("overlay", "contour", "cutout", "photo")
 """The ways a mask can be shown; the app's V key cycles through them."""

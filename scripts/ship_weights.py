@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.atomic import atomic_path
 from pipeline.teacher.checkpoint import read_checkpoint
+from sinet_plus.files import atomic_path
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "sinet" / "weights"
 

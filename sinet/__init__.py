@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from sinet_plus import __version__
+
 __all__ = ["SINet", "SINetEncoder", "__version__"]
 
 

@@ -18,8 +18,8 @@ keeps the median; the figure is the median over rounds, so a burst of load from 
 alike. Ratios are speed ratios (>1 = faster than the reference). MACs count convolutions and linear layers only
 (forward hooks), like the authors' counter.
 
-Training throughput belongs to :mod:`sinet.train`: ``training_throughput(manifest, stage, threads=...)`` gives
-images/s of one stage on real photos; the report carries both stages under ``"training"``.
+Training throughput belongs to :mod:`sinet.training_bench`: ``training_throughput(manifest, stage, threads=...)``
+gives images/s of one stage on real photos; the report carries both stages under ``"training"``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import platform
 import random
 import statistics
 import tempfile
-import warnings
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -176,7 +176,8 @@ def interleaved_latency(contenders: dict[str, Callable[[], object]], rounds: int
 
 
 def training_report(manifest: str | os.PathLike | None, threads: int) -> dict:
-    """Training images/s of both stages from :func:`sinet.train.training_throughput` (real photos, real loader).
+    """Training images/s of both stages from :func:`sinet.training_bench.training_throughput` (real photos, real
+    loader).
 
     Args:
         manifest: manifest whose train split supplies the photos (None = skip).
@@ -185,9 +186,9 @@ def training_report(manifest: str | os.PathLike | None, threads: int) -> dict:
     if manifest is None:
         return {"status": "skipped: no --manifest given"}
     try:
-        from sinet.train import training_throughput
+        from sinet.training_bench import training_throughput
     except ImportError:
-        return {"status": "absent: sinet.train defines no training_throughput"}
+        return {"status": "absent: sinet.training_bench defines no training_throughput"}
     return {f"stage{stage}": {"images_per_second": training_throughput(manifest, stage, threads=threads)}
             for stage in (1, 2)}
 

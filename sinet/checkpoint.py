@@ -1,6 +1,6 @@
 """Checkpoints: the authors' released weights and our own format, both loaded with ``weights_only=True``.
 
-Our format (a plain dict, written atomically through ``pipeline.atomic.atomic_path``)::
+Our format (a plain dict, written atomically through ``sinet_plus.files.atomic_path``)::
 
     {
       "format": "sinet-plus/1",
@@ -32,10 +32,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.atomic import atomic_path
-from pipeline.torch_utils import CheckpointError, describe_mismatch, load_weights_only
 from sinet.model import SINet, SINetEncoder
 from sinet.preprocess import OFFICIAL, Preprocessing
+from sinet_plus.files import atomic_path
+from sinet_plus.torch_utils import CheckpointError, describe_mismatch, load_weights_only
 
 FORMAT = "sinet-plus/1"
 ARCHITECTURES = {"SINet": SINet, "SINetEncoder": SINetEncoder}
@@ -119,16 +119,31 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
         CheckpointError: unreadable file, unknown layout, or weights that do not fit the architecture.
     """
     checkpoint = load_checkpoint(path)
-    model = ARCHITECTURES[checkpoint["arch"]](num_classes=int(checkpoint["num_classes"]))
-    try:
-        model.load_state_dict(checkpoint["state_dict"], strict=True)
-    except RuntimeError:
-        raise CheckpointError(path, f"weights do not fit {checkpoint['arch']}: "
-                                    f"{describe_mismatch(model, checkpoint['state_dict'])}") from None
+    model, preprocessing = model_from_checkpoint(checkpoint, path)
     extra = checkpoint.get("extra", {})
     meta = {"arch": checkpoint["arch"], "num_classes": int(checkpoint["num_classes"]),
             "source": extra.get("source", "sinet-plus"), "extra": extra}
-    return model.to(device).eval(), Preprocessing.from_dict(checkpoint["preprocessing"]), meta
+    return model.to(device).eval(), preprocessing, meta
+
+
+def model_from_checkpoint(checkpoint: Mapping[str, Any], source: str | os.PathLike) -> tuple[nn.Module, Preprocessing]:
+    """The model (eval mode, CPU, float32) and preprocessing of a checkpoint dict in our format.
+
+    Args:
+        checkpoint: what :func:`load_checkpoint` returns (float16 weights are cast back to float32).
+        source: the file (or ensemble member) it came from, for errors.
+
+    Raises:
+        CheckpointError: the weights do not fit the architecture.
+    """
+    model = ARCHITECTURES[checkpoint["arch"]](num_classes=int(checkpoint["num_classes"]))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError:
+        raise CheckpointError(source, f"weights do not fit {checkpoint['arch']}: "
+                                      f"{describe_mismatch(model, state)}") from None
+    return model.eval(), Preprocessing.from_dict(checkpoint["preprocessing"])
 
 
 def weights_hash(model: nn.Module, length: int = 12) -> str:

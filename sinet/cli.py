@@ -2,7 +2,8 @@
 
 Commands are thin shells: they parse options, load the checkpoint through :mod:`sinet.checkpoint` and call the
 pure cores (:mod:`sinet.evaluate`, :mod:`sinet.predict`, :mod:`sinet.export`, :mod:`sinet.bench`). Heavy
-imports live inside the commands so ``sinet --help`` stays quick.
+imports live inside the commands so ``sinet --help`` stays quick. How a command ends on an error is decided once,
+in :mod:`sinet_plus.cli`.
 """
 
 from __future__ import annotations
@@ -15,52 +16,37 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sinet import __version__
+from sinet_plus.cli import new_app, version_option
+from sinet_plus.errors import PathError, UserError
 
 console = Console()
-app = typer.Typer(help="SINet: train, evaluate, predict, export and benchmark.", no_args_is_help=True,
-                  pretty_exceptions_show_locals=False)
+app = new_app("SINet: train, evaluate, predict, export and benchmark.")
+Version = version_option("sinet")
 
 WeightsOption = Annotated[Path, typer.Option("--weights", help="Official SINet.pth or a sinet-plus checkpoint.")]
 
 
-def _version(value: bool) -> None:
-    if value:
-        Console().print(f"sinet-plus sinet {__version__}")
-        raise typer.Exit()
-
-
 @app.callback()
-def main(version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
-                                                         help="Print the version and exit.")] = None) -> None:
+def main(version: Version = None) -> None:
     """SINet commands."""
 
 
-def fail(message: str) -> typer.Exit:
-    """Print an error and return the exit to raise (exit code 1)."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}")
-    return typer.Exit(1)
-
-
 def _load(weights: Path, threads: int | None = None):
-    """Load a checkpoint as ``(model, preprocessing, meta)``, turning a bad file into a clear exit."""
+    """Load a checkpoint as ``(model, preprocessing, meta)``."""
     import torch
 
-    from sinet.checkpoint import CheckpointError, load_model
+    from sinet.checkpoint import load_model
 
     if threads:
         torch.set_num_threads(threads)
     # The official weights produce subnormal floats (their inputs are of order 0.01); flushing them to zero
     # halves CPU latency and changes no label.
     torch.set_flush_denormal(True)
-    try:
-        return load_model(weights)
-    except CheckpointError as error:
-        raise fail(str(error))
+    return load_model(weights)
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    from pipeline.atomic import write_text_atomic
+    from sinet_plus.files import write_text_atomic
 
     write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
     console.print(f"wrote {path}")
@@ -76,7 +62,7 @@ def _score_table(title: str, rows: dict[str, dict]) -> Table:
     return table
 
 
-# ---- train: the `sinet train` command is added here (sinet/train.py owns its core) ----
+# ---- train: the `sinet train` command (sinet/training/ owns its core) ----
 
 @app.command("train")
 def train_command(
@@ -124,17 +110,17 @@ def train_command(
     stage1_share: Annotated[float, typer.Option(help="Share of --time-budget for stage 1.")] = 0.4,
     cache_gb: Annotated[float, typer.Option(help="GB of decoded training photos kept in memory (0 = decode "
                                                  "each time; results do not change).")] = 4.0,
+    epoch_size: Annotated[Optional[int], typer.Option(help="Samples per epoch (default: every training sample "
+                                                           "once); equal steps across training sets.")] = None,
 ) -> None:
     """Two-stage training with the official recipe (encoder on 1/8 labels, then the full model)."""
-    from pipeline.manifest import ManifestError
-    from sinet.checkpoint import CheckpointError
-    from sinet.train import TrainConfig, train
+    from sinet.training import TrainConfig, train
     from sinet.transforms import AugmentationConfig
 
     if not manifest and not resume:
-        raise fail("--manifest is required (unless --resume)")
+        raise UserError("--manifest is required (unless --resume)")
     if init and (encoder or tuple(stage or (1, 2)) != (2,)):
-        raise fail("--init starts stage 2 alone: give --stage 2 and no --encoder")
+        raise UserError("--init starts stage 2 alone: give --stage 2 and no --encoder")
     config = TrainConfig(
         manifests=[str(m) for m in manifest or []], out=str(out),
         val_manifests=[str(m) for m in val_manifest] if val_manifest else None, split=split, val_split=val_split,
@@ -145,11 +131,9 @@ def train_command(
         boundary_weight=boundary_weight, class_weighting=class_weighting, select_from=select_from, size=size,
         preprocessing=preprocessing, augmentation=AugmentationConfig(size=size, rotation=rotation), seed=seed,
         workers=workers, threads=threads, device=device, amp=amp, compile=compile_model,
-        checkpoint_every=checkpoint_every, time_budget=time_budget, stage1_share=stage1_share, cache_gb=cache_gb)
-    try:
-        best = train(config, resume=resume)
-    except (OSError, ValueError, ManifestError, CheckpointError) as error:
-        raise fail(str(error))
+        checkpoint_every=checkpoint_every, time_budget=time_budget, stage1_share=stage1_share, cache_gb=cache_gb,
+        epoch_size=epoch_size)
+    best = train(config, resume=resume)
     for stage_name, scores in best.items():
         console.print(f"stage {stage_name}: best val IoU {scores['iou']:.2f} at epoch {scores['epoch']}")
     console.print(f"best model: {out / 'best.pt'}")
@@ -170,16 +154,13 @@ def eval_command(
     threads: Annotated[int, typer.Option(help="CPU threads for torch (1 is fastest on a busy machine).")] = 1,
 ) -> None:
     """Official metric (per-image foreground IoU), two-class mIoU and boundary F1, at 224 and at photo size."""
-    from pipeline.manifest import ManifestError
-    from sinet.evaluate import ROTATION_LIMITS, evaluate, manifest_items
+    from sinet.data import manifest_samples
+    from sinet.evaluate import ROTATION_LIMITS, evaluate
 
     model, preprocessing, meta = _load(weights, threads)
-    try:
-        items = manifest_items(manifest, split)
-    except ManifestError as error:
-        raise fail(str(error))
+    items = manifest_samples([manifest], split)
     if not items:
-        raise fail(f"{manifest}: no accepted rows with a mask in split {split!r}")
+        raise PathError(manifest, f"no accepted rows with a mask in split {split!r}")
     if sheet is None and json_out is not None:
         sheet = json_out.with_name(f"{json_out.stem}_worst.png")
     report = evaluate(model, preprocessing, items, rotations=ROTATION_LIMITS if rotations else (), seed=seed,
@@ -206,19 +187,16 @@ def predict_command(
     threads: Annotated[int, typer.Option(help="CPU threads for torch (1 is fastest on a busy machine).")] = 1,
 ) -> None:
     """Segment a photo or a folder: masks at the photo's size, soft-alpha cut-outs and overlays (resumable)."""
-    from pipeline.imageio import list_photos
     from sinet.predict import PredictOutputs, predict_folder
+    from sinet_plus.imageio import list_photos
 
     if not source.exists():
-        raise fail(f"{source}: not found")
+        raise PathError(source, "not found")
     photos = list_photos(source) if source.is_dir() else [source]
     if not photos:
-        raise fail(f"{source}: no photos")
+        raise PathError(source, "no photos")
     model, preprocessing, _ = _load(weights, threads)
-    try:
-        predict_folder(model, preprocessing, photos, PredictOutputs(out, cutouts, overlays))
-    except ValueError as error:  # duplicate stems
-        raise fail(str(error))
+    predict_folder(model, preprocessing, photos, PredictOutputs(out, cutouts, overlays))
 
 
 @app.command("export")
@@ -238,7 +216,7 @@ def export_command(
     console.print(f"wrote {onnx}; onnxruntime vs torch: max |Δlogit| {difference:.2e}, "
                   f"label agreement {100 * agreement:.3f} %")
     if difference > tolerance:
-        raise fail(f"parity check failed: {difference:.2e} > {tolerance:.0e}")
+        raise UserError(f"parity check failed: {difference:.2e} > {tolerance:.0e}")
 
 
 @app.command("bench")
@@ -266,7 +244,7 @@ def bench_command(
     import sys
 
     if wait_policy not in ("default", "passive", "active"):
-        raise fail(f"--wait-policy must be 'default', 'passive' or 'active', not {wait_policy!r}")
+        raise UserError(f"--wait-policy must be 'default', 'passive' or 'active', not {wait_policy!r}")
     if wait_policy != "default":
         if "torch" in sys.modules and os.environ.get("OMP_WAIT_POLICY", "").lower() != wait_policy:
             Console(stderr=True).print("[yellow]torch is already loaded: --wait-policy cannot take effect[/]")

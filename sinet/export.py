@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from pipeline.atomic import atomic_path
 from sinet.blocks import ConvBNPReLU, DSConvSE, S2Block
 from sinet.preprocess import Preprocessing
+from sinet_plus.files import atomic_path
 
 ONNX_INPUT, ONNX_OUTPUT = "image", "logits"
 PREPROCESSING_KEY = "sinet.preprocessing"

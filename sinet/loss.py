@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.imageio import IGNORE
+from sinet_plus.imageio import IGNORE
 
 STAGE1_BAND_KERNEL = 5
 """Band kernel on the 28x28 labels of stage 1 (official value)."""

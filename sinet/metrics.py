@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from pipeline.imageio import IGNORE
+from sinet_plus.imageio import IGNORE
 
 GRAY_BORDER = 128
 """Border value of rotated photos (the PortraitNet augmentation and the paper's rotation test use gray)."""

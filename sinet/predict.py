@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.imageio import read_image, write_jpeg, write_mask, write_png
-from pipeline.stage import Outcome, StageSummary, claim_folder, map_items, run_stage
 from sinet.checkpoint import weights_hash
 from sinet.preprocess import Preprocessing
+from sinet_plus.imageio import read_image, write_jpeg, write_mask, write_png
+from sinet_plus.stage import Outcome, StageSummary, claim_folder, map_items, run_stage
 
 PERSON = 1
 OVERLAY_COLOUR = np.array([0, 220, 90], np.float32)
@@ -161,7 +161,7 @@ def predict_folder(model: nn.Module, preprocessing: Preprocessing, photos: list[
         outputs: output settings.
 
     Raises:
-        ValueError: ``outputs.out_dir`` holds predictions made with other weights or settings.
+        UserError: ``outputs.out_dir`` holds predictions made with other weights or settings.
     """
     claim_folder(outputs.out_dir, {"weights": weights_hash(model), "preprocessing": preprocessing.to_dict(),
                                    "cutouts": outputs.write_cutouts, "overlays": outputs.write_overlays})

@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import torch
 
+from sinet_plus.errors import UserError
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -40,9 +42,9 @@ class Preprocessing:
 
     def __post_init__(self):
         if self.channel_order not in ("rgb", "bgr"):
-            raise ValueError(f"channel_order must be 'rgb' or 'bgr', not {self.channel_order!r}")
+            raise UserError(f"channel_order must be 'rgb' or 'bgr', not {self.channel_order!r}")
         if any(side % 32 for side in self.size):
-            raise ValueError(f"size {self.size} must be multiples of 32 (SINet pools down to 1/32)")
+            raise UserError(f"size {self.size} must be multiples of 32 (SINet pools down to 1/32)")
 
     def to_dict(self) -> dict:
         """Plain types only, so checkpoints holding it load with ``weights_only=True``."""
@@ -93,7 +95,7 @@ class Preprocessing:
         """Resize and normalise one uint8 RGB photo into a ``(1, 3, H, W)`` tensor.
 
         Args:
-            image: uint8 RGB ``(H, W, 3)`` as returned by ``pipeline.imageio.read_image``.
+            image: uint8 RGB ``(H, W, 3)`` as returned by ``sinet_plus.imageio.read_image``.
         """
         return torch.from_numpy(self.normalise(self.resize_image(image)))[None]
 

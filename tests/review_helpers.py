@@ -13,8 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from pipeline import manifest as mf
 from pipeline.importers import import_eg1800
+from sinet_plus import manifest as mf
 
 PROJECT = Path(__file__).resolve().parents[1]
 PIPELINE = str(Path(sys.executable).parent / "pipeline")

@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipeline import manifest as mf
 from pipeline.cli import app
+from sinet_plus import manifest as mf
 
 TINY = ["--encoder", "mobilenet_v2", "--input-size", "96", "--batch-size", "4", "--workers", "0", "--device", "cpu"]
 """Options for a teacher that trains in seconds: the smallest smp encoder we use, 96 px crops."""

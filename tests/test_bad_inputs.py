@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import manifest as mf
 from pipeline.cli import app as pipeline_app
 from pipeline.crop.stage import run as crop
-from pipeline.imageio import read_image
-from pipeline.stage import Journal, Outcome, map_items, run_stage
 from sinet.cli import app as sinet_app
+from sinet_plus import manifest as mf
+from sinet_plus.imageio import read_image
+from sinet_plus.stage import Journal, Outcome, map_items, run_stage
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHIPPED_SINET = PROJECT / "sinet" / "weights" / "sinet-eg1800.pt"

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.crop.faces import Face, FaceDetector
 from pipeline.crop.framing import FramingRule, box_iou, frame_face
-from pipeline.imageio import read_image
+from pipeline.faces import Face, FaceDetector
+from sinet_plus.errors import UserError
+from sinet_plus.imageio import read_image
 
 
 def face_at(center_x: float, center_y: float, width: float) -> Face:
@@ -67,7 +68,7 @@ def test_every_box_stays_inside_the_photo_and_keeps_3_to_4():
 
 
 def test_invalid_rule_is_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match="invalid framing rule"):
         FramingRule(face_width_share=0)
 
 

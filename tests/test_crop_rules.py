@@ -6,11 +6,22 @@ import math
 
 import numpy as np
 
-from pipeline.crop.faces import Face
-from pipeline.crop.rules import (COVERAGE_TOO_LARGE, COVERAGE_TOO_SMALL, DUPLICATE_FACE, EMPTY_MASK,
-                                 FACE_NOT_HEAD, FACE_OUTSIDE_MASK, FACE_TOO_SMALL, SelectionRules, check_coverage,
-                                 check_face, check_mask, person_share)
-from pipeline.imageio import IGNORE
+from pipeline.crop.rules import (
+    COVERAGE_TOO_LARGE,
+    COVERAGE_TOO_SMALL,
+    DUPLICATE_FACE,
+    EMPTY_MASK,
+    FACE_NOT_HEAD,
+    FACE_OUTSIDE_MASK,
+    FACE_TOO_SMALL,
+    SelectionRules,
+    check_coverage,
+    check_face,
+    check_mask,
+    person_share,
+)
+from pipeline.faces import Face
+from sinet_plus.imageio import IGNORE
 
 RULES = SelectionRules()
 

@@ -24,11 +24,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.crop.faces import FaceDetector
 from pipeline.crop.rules import COVERAGE_TOO_LARGE, COVERAGE_TOO_SMALL, SelectionRules
 from pipeline.crop.stage import CropSettings, crop_photo, run
-from pipeline.imageio import read_image, read_mask
-from pipeline.manifest import new_rows, read_manifest, validate, write_manifest
+from pipeline.faces import FaceDetector
+from sinet_plus.errors import UserError
+from sinet_plus.imageio import read_image, read_mask
+from sinet_plus.manifest import new_rows, read_manifest, validate, write_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -187,7 +188,7 @@ def test_rerun_resumes_and_writes_the_same_manifest(crops, inputs):
 
 
 def test_other_settings_in_the_same_folder_are_refused(crops, inputs):
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(UserError, match="other settings"):
         run(inputs / "images", inputs / "masks", crops, CropSettings(output_size=None))
 
 

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.imageio import (IGNORE, ImageReadError, read_image, read_mask, read_pair, write_jpeg, write_mask,
-                              write_png)
+from sinet_plus.imageio import (
+    IGNORE,
+    ImageReadError,
+    read_image,
+    read_mask,
+    read_pair,
+    write_jpeg,
+    write_mask,
+    write_png,
+)
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import manifest as mf
 from pipeline.importers import import_eg1800, import_folder
+from sinet_plus import manifest as mf
 
 PROJECT = Path(__file__).resolve().parents[1]
 

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import manifest as mf
-from pipeline.imageio import write_jpeg, write_mask
 from sinet.checkpoint import save_checkpoint
 from sinet.model import SINetEncoder
 from sinet.preprocess import PRESETS
+from sinet_plus import manifest as mf
+from sinet_plus.imageio import write_jpeg, write_mask
 
 PROJECT = Path(__file__).resolve().parents[1]
 PIPELINE = str(Path(sys.executable).with_name("pipeline"))

@@ -6,12 +6,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from review_helpers import PROJECT, eg1800_sample
 from streamlit.testing.v1 import AppTest
 
-from pipeline import manifest as mf
 from pipeline.review.queue import queue_manifests
 from pipeline.review.store import REASONS, Store
-from review_helpers import PROJECT, eg1800_sample
+from sinet_plus import manifest as mf
 
 APP = str(PROJECT / "review_app" / "app.py")
 

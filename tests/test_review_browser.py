@@ -6,10 +6,10 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from review_helpers import CHROMIUM_ARGS, eg1800_sample, free_port, press, sign_in, start_app, stop_app
 
 from pipeline.review.queue import queue_manifests
 from pipeline.review.store import Store
-from review_helpers import CHROMIUM_ARGS, eg1800_sample, free_port, press, sign_in, start_app, stop_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

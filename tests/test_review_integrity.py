@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from review_helpers import eg1800_sample
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.review.queue import QueueError, plan_queue, queue_manifests
 from pipeline.review.store import ReviewStoreError, Store
-from review_helpers import eg1800_sample
 
 PIPELINE = str(Path(sys.executable).with_name("pipeline"))
 

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from review_helpers import check_decisions, decide_until_empty, eg1800_sample
 from typer.testing import CliRunner
 
-from pipeline import manifest as mf
 from pipeline.cli import app
-from pipeline.imageio import read_mask
 from pipeline.review.export import export_manifest
 from pipeline.review.queue import queue_manifests
 from pipeline.review.stats import review_stats
-from pipeline.review.store import (SCHEMA_VERSION, DecisionRefused, NewItem, ReviewStoreError, Store, migrate)
-from review_helpers import check_decisions, decide_until_empty, eg1800_sample
+from pipeline.review.store import SCHEMA_VERSION, DecisionRefused, NewItem, ReviewStoreError, Store, migrate
+from sinet_plus import manifest as mf
+from sinet_plus.imageio import read_mask
 
 runner = CliRunner(env={"COLUMNS": "1000"})
 

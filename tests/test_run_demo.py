@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import manifest as mf
-from pipeline.run import read_record
+from pipeline.run.step import read_record
+from sinet_plus import manifest as mf
 
 PROJECT = Path(__file__).resolve().parents[1]
 WEIGHTS = PROJECT / "sinet" / "weights"

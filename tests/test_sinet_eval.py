@@ -8,12 +8,20 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import manifest as mf
-from pipeline.imageio import IGNORE, read_image, read_mask
 from pipeline.importers import import_eg1800
 from sinet.cli import app
-from sinet.metrics import (GRAY_BORDER, ScoreBoard, boundary_band, boundary_f1, foreground_iou, rotate_pair,
-                           rotation_angles, scaled_band_kernel)
+from sinet.metrics import (
+    GRAY_BORDER,
+    ScoreBoard,
+    boundary_band,
+    boundary_f1,
+    foreground_iou,
+    rotate_pair,
+    rotation_angles,
+    scaled_band_kernel,
+)
+from sinet_plus import manifest as mf
+from sinet_plus.imageio import IGNORE, read_image, read_mask
 
 
 def _square(size: int, top: int, left: int, side: int) -> np.ndarray:

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.imageio import IGNORE, read_mask
 from sinet.loss import BoundaryAwareLoss, _dilate_max_pool, _dilate_opencv, boundary_band, class_weights
+from sinet_plus.imageio import IGNORE, read_mask
 
 
 def _opencv_band(label: np.ndarray, kernel: int) -> np.ndarray:

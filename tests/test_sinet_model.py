@@ -12,18 +12,24 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import manifest as mf
-from pipeline.imageio import read_pair
 from pipeline.importers import import_eg1800
 from sinet import SINet, SINetEncoder
 from sinet.bench import count_macs
 from sinet.blocks import channel_shuffle
-from sinet.checkpoint import (CheckpointError, convert_official_state_dict, is_official, load_checkpoint, load_model,
-                              save_checkpoint)
+from sinet.checkpoint import (
+    CheckpointError,
+    convert_official_state_dict,
+    is_official,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 from sinet.export import export_onnx, fold_batchnorm, onnx_preprocessing, parity
 from sinet.metrics import foreground_iou
 from sinet.predict import predict
 from sinet.preprocess import IMAGENET, OFFICIAL, Preprocessing
+from sinet_plus import manifest as mf
+from sinet_plus.imageio import read_pair
 
 
 def _count(model: nn.Module, kind: type, name: str | None = None) -> int:
@@ -172,7 +178,7 @@ def test_model_keeps_channels_last_and_accepts_nchw_inputs():
 # later torch training test segfault (never seen outside that mix).
 OPENVINO_CHECK = """
 import sys, numpy as np, torch
-from pipeline.imageio import read_image
+from sinet_plus.imageio import read_image
 from sinet.checkpoint import load_model
 from sinet.export import export_onnx, openvino_request, openvino_supports
 model, preprocessing, _ = load_model(sys.argv[1])

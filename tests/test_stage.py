@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.stage import Journal, Outcome, map_items, run_stage
+from sinet_plus.stage import Journal, Outcome, map_items, run_stage
 
 STEMS = ("00001", "00002", "00003", "00004", "00005", "00006", "00007", "00009")
 
@@ -21,8 +21,8 @@ THUMBNAIL_STAGE = textwrap.dedent('''
     """A toy stage over real photos: write a thumbnail of each, record its size."""
     import sys, time
     from pathlib import Path
-    from pipeline.imageio import read_image, write_png
-    from pipeline.stage import Outcome, map_items, run_stage
+    from sinet_plus.imageio import read_image, write_png
+    from sinet_plus.stage import Outcome, map_items, run_stage
 
     OUT = Path(sys.argv[1])
     DELAY = float(sys.argv[3])

@@ -8,12 +8,13 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from pipeline import manifest as mf
-from pipeline.crop.faces import DetectorSettings
 from pipeline.crop.framing import FramingRule
 from pipeline.crop.preview import write_contact_sheet
 from pipeline.crop.rules import SelectionRules
 from pipeline.crop.stage import CropSettings, run
+from pipeline.faces import DetectorSettings
+from sinet_plus import manifest as mf
+from sinet_plus.errors import UserError
 
 defaults = CropSettings()
 
@@ -81,25 +82,20 @@ def crop_baidu(
         = defaults.unknown_value,
 ) -> None:
     """Crop EG1800-like 3:4 portraits around detected faces from full-body photos and their masks."""
-    from pipeline.cli import fail
-
     if (manifest is None) == (images_dir is None or masks_dir is None):
-        raise fail("give either IMAGES_DIR and MASKS_DIR or --manifest")
-    try:
-        settings = CropSettings(
-            framing=FramingRule(face_width_share=face_width_share, widest_face_share=widest_face_share,
-                                portrait_face_share=portrait_face_share, face_center_height=face_center_height),
-            rules=SelectionRules(min_face_width=min_face, min_face_in_mask=min_face_in_mask,
-                                 max_person_above_face=max_person_above_face,
-                                 max_face_overlap=max_face_overlap, min_coverage=min_coverage,
-                                 max_coverage=max_coverage),
-            detector=DetectorSettings(max_side=detect_side, thresholds=_thresholds(thresholds),
-                                      min_face_size=detect_min_face),
-            output_size=None if native_size else _size(size), unknown_value=unknown_value)
-        source = mf.load(manifest) if manifest is not None else None
-        summary = run(images_dir, masks_dir, out, settings, workers=workers, threads=threads, manifest=source)
-    except (FileNotFoundError, ValueError, mf.ManifestError) as error:
-        raise fail(str(error))
+        raise UserError("give either IMAGES_DIR and MASKS_DIR or --manifest")
+    settings = CropSettings(
+        framing=FramingRule(face_width_share=face_width_share, widest_face_share=widest_face_share,
+                            portrait_face_share=portrait_face_share, face_center_height=face_center_height),
+        rules=SelectionRules(min_face_width=min_face, min_face_in_mask=min_face_in_mask,
+                             max_person_above_face=max_person_above_face,
+                             max_face_overlap=max_face_overlap, min_coverage=min_coverage,
+                             max_coverage=max_coverage),
+        detector=DetectorSettings(max_side=detect_side, thresholds=_thresholds(thresholds),
+                                  min_face_size=detect_min_face),
+        output_size=None if native_size else _size(size), unknown_value=unknown_value)
+    source = mf.load(manifest) if manifest is not None else None
+    summary = run(images_dir, masks_dir, out, settings, workers=workers, threads=threads, manifest=source)
     crops = mf.read_manifest(summary.manifest)
     photos = crops.frame["origin_stem"].nunique() if len(crops) else 0
     Console(stderr=True).print(f"crop-baidu: {summary.rows} crops from {photos} of {summary.planned} photos")

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.crop.faces import BoxGeometry, Face
+from pipeline.faces import BoxGeometry, Face
+from sinet_plus.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class FramingRule:
     def __post_init__(self):
         shares = (self.face_width_share, self.widest_face_share, self.portrait_face_share)
         if not all(0 < share <= 1 for share in shares) or not 0 <= self.face_center_height <= 1 or self.aspect <= 0:
-            raise ValueError(f"invalid framing rule {self}")
+            raise UserError(f"invalid framing rule {self}")
 
     def crop_width(self, face_width: float, photo_width: int, photo_height: int) -> float:
         """The crop width the rule wants for a face of ``face_width`` pixels (before fitting the photo)."""

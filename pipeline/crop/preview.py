@@ -8,8 +8,8 @@ import random
 import cv2
 import numpy as np
 
-from pipeline.imageio import read_image, read_mask, write_png
-from pipeline.manifest import Manifest
+from sinet_plus.imageio import read_image, read_mask, write_png
+from sinet_plus.manifest import Manifest
 
 TILE = (150, 200)
 """Width and height of one crop on the sheet."""

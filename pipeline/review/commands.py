@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,30 +13,20 @@ from rich.console import Console
 from rich.table import Table
 
 import pipeline
-from pipeline import manifest as mf
-from pipeline.review.store import ReviewStoreError, Store
+from pipeline.review.store import Store
+from sinet_plus import manifest as mf
+from sinet_plus.errors import UserError
+from sinet_plus.processes import start_child
 
 APP = Path(pipeline.__file__).resolve().parents[1] / "review_app" / "app.py"
 """The Streamlit app, started by file path so that ``pipeline`` never imports ``review_app``."""
 
 PASSWORD_ENV = "REVIEW_PASSWORD"
-"""Environment variable holding the app's password (how ``--password`` reaches the app, too)."""
+"""Environment variable holding the app's password (how a password typed at ``--password``'s prompt reaches the
+app, too: a child's environment, unlike its command line, is private to its user)."""
 
 console = Console()
 Db = Annotated[Path, typer.Option("--db", help="The review database (SQLite).")]
-
-
-def _fail(message: str) -> typer.Exit:
-    from pipeline.cli import fail  # at call time: pipeline.cli imports this module while it loads
-
-    return fail(message)
-
-
-def _open(db: Path, create: bool = False) -> Store:
-    try:
-        return Store(db, create=create)
-    except ReviewStoreError as error:
-        raise _fail(str(error))
 
 
 def _print_table(frame, title: str) -> None:
@@ -65,42 +55,42 @@ def queue_command(
                                                           "data root; default: beside the database).")] = None,
 ) -> None:
     """Add the masked rows of manifests to the review queue; rows already queued are left as they are."""
-    from pipeline.review.queue import QueueError, queue_manifests
+    from pipeline.review.queue import queue_manifests
 
-    store = _open(db, create=True)
-    try:
-        added, known, problems, _ = queue_manifests(store, manifests, root, tuple(status), order, mix, double,
-                                                 gold_from, gold, gold_dir)
-    except QueueError as error:
-        raise _fail(str(error))
+    added, known, problems, data_root = queue_manifests(db, manifests, root, tuple(status), order, mix, double,
+                                                        gold_from, gold, gold_dir)
     for problem in problems:
         Console(stderr=True).print(f"[yellow]skipped:[/] {problem}")
     if added + known == 0:
-        raise _fail("nothing to queue")
-    console.print(f"queued {added} new items ({known} were already queued) in {db}; data root {store.data_root}")
+        raise UserError("nothing to queue" + ("" if db.exists() else f" ({db} was not created)"))
+    console.print(f"queued {added} new items ({known} were already queued) in {db}; data root {data_root}")
 
 
 def review_command(
     db: Db,
     port: Annotated[int, typer.Option(help="Port of the app.")] = 8501,
     host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps the app on this machine.")] = "127.0.0.1",
-    password: Annotated[Optional[str], typer.Option(envvar=PASSWORD_ENV, show_default=False,
-                                                    help="Ask for this password before reviewing.")] = None,
+    password: Annotated[bool, typer.Option("--password", help=f"Ask annotators for a password, typed here at a "
+                                                             f"prompt (or taken from ${PASSWORD_ENV}, which turns "
+                                                             "it on by itself); never on the command line, where "
+                                                             "`ps` shows it to every user.")] = False,
 ) -> None:
-    """Start the Streamlit accept/reject app on a review database."""
-    _open(db).close()
+    """Start the Streamlit accept/reject app on a review database; it stops when this command stops."""
+    Store(db).close()
     env = dict(os.environ)
-    env.pop(PASSWORD_ENV, None)
-    if password:
-        env[PASSWORD_ENV] = password
+    if password and not env.get(PASSWORD_ENV):
+        env[PASSWORD_ENV] = typer.prompt("Password for the review app", hide_input=True, confirmation_prompt=True)
     command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", host,
                "--server.port", str(port), "--server.headless", "true", "--server.fileWatcherType", "none",
                "--server.runOnSave", "false", "--browser.gatherUsageStats", "false",
                "--client.toolbarMode", "minimal", "--", "--db", str(db.resolve())]
     console.print(f"review app on http://{host}:{port} (Ctrl+C stops it)")
+    server = start_child(command, env=env)
+    signal.signal(signal.SIGTERM, lambda *_: server.terminate())  # a SIGKILL is covered by start_child
     try:
-        raise typer.Exit(subprocess.call(command, env=env))
-    except KeyboardInterrupt:
+        raise typer.Exit(server.wait())
+    except KeyboardInterrupt:  # the server got the Ctrl+C too
+        server.wait()
         raise typer.Exit(0)
 
 
@@ -109,15 +99,13 @@ def export_command(
     out: Annotated[Path, typer.Option(help="Manifest to write (.csv or .parquet).")],
     base: Annotated[list[Path], typer.Option(help="Manifests to include as they are (repeat for several).")] = [],
     with_rejected: Annotated[bool, typer.Option(help="Also write rejected items (status rejected).")] = False,
+    split: Annotated[Optional[str], typer.Option(help="Give every reviewed row this split (e.g. train: pseudo-labels "
+                                                      "come out of the teacher as unlabeled).")] = None,
 ) -> None:
     """Write the accepted items (plus any base manifests) as a manifest the SINet trainer reads."""
     from pipeline.review.export import export_manifest
 
-    store = _open(db)
-    try:
-        manifest, reviewed = export_manifest(store, out, base, with_rejected)
-    except (mf.ManifestError, ReviewStoreError) as error:
-        raise _fail(str(error))
+    manifest, reviewed = export_manifest(Store(db), out, base, with_rejected, split)
     mf.write_manifest(manifest, out)
     console.print(f"wrote {len(manifest)} rows to {out} ({reviewed} reviewed, {len(manifest) - reviewed} from "
                   "base manifests)")
@@ -130,7 +118,7 @@ def review_stats_command(
     """Throughput per annotator, agreement on double-reviewed items, accuracy on gold items, reject reasons."""
     from pipeline.review.stats import plot, review_stats
 
-    stats = review_stats(_open(db))
+    stats = review_stats(Store(db))
     _print_table(stats.throughput, "throughput per annotator")
     _print_table(stats.agreement, "agreement on double-reviewed items")
     _print_table(stats.gold, "accuracy on gold items")

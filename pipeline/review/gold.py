@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipeline.imageio import IGNORE
+from sinet_plus.imageio import IGNORE
 
 DAMAGES = ("eroded", "dilated", "shifted", "chunk")
 """Kinds of damage, in the order gold photos cycle through them."""

@@ -10,16 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from pipeline import manifest as mf
-from pipeline.imageio import ImageReadError, read_mask, write_mask
 from pipeline.review.gold import DAMAGES, damage
 from pipeline.review.store import NewItem, ReviewStoreError, Store
+from sinet_plus import manifest as mf
+from sinet_plus.errors import UserError
+from sinet_plus.imageio import ImageReadError, read_mask, write_mask
 
 ORDERS = ("priority", "random", "file")
 """Queue orders: likely failures first (manifest ``priority``), a fixed shuffle, or manifest order."""
 
 
-class QueueError(Exception):
+class QueueError(UserError):
     """A manifest that cannot be queued; the message names the manifest and the problem."""
 
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pipeline.atomic import atomic_path
 from pipeline.review.store import GOLD_EXPECTED, Store
+from sinet_plus.files import atomic_path
 
 
 @dataclass

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from sinet_plus.errors import UserError
+
 DECISIONS = ("accept", "reject", "skip")
 """What an annotator can decide; ``skip`` passes the item on to someone else."""
 
@@ -103,7 +105,7 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class ReviewStoreError(Exception):
+class ReviewStoreError(UserError):
     """A review database that cannot be used, or a request it refuses; the message says why."""
 
 
@@ -463,6 +465,12 @@ class Store:
                             (annotator, self.clock()))[0][0]
         median = float(pd.Series(seconds).median()) if seconds else None
         return Progress(int(total), int(done), int(mine), median, int(others))
+
+    def undecided(self) -> list[tuple[str, dict]]:
+        """Real (not gold) items that still need a decision, in the order they were queued: ``(key, row)`` with
+        the item's manifest row."""
+        rows = self._read("SELECT key, row FROM items WHERE done < needed AND gold IS NULL ORDER BY id")
+        return [(key, json.loads(row)) for key, row in rows]
 
     def items_frame(self) -> pd.DataFrame:
         """Every item: key, image, mask, rank, done, needed, gold, manifest and its manifest row (dict)."""

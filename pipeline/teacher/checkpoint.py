@@ -14,7 +14,6 @@ Layout (written atomically)::
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,9 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.atomic import atomic_path
 from pipeline.teacher.model import TeacherConfig, build_model
-from pipeline.torch_utils import CheckpointError, load_weights_only
+from sinet_plus.errors import UserError
+from sinet_plus.files import atomic_path, file_hash
+from sinet_plus.torch_utils import CheckpointError, load_weights_only
 
 FORMAT = "sinet-plus-teacher/1"
 
@@ -83,13 +83,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return dict(payload)
 
 
-def file_hash(path: str | os.PathLike, length: int = 12) -> str:
-    """Short SHA-256 of a file's bytes: names the teacher in manifest rows."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]
+def teacher_hash(path: str | os.PathLike) -> str:
+    """The first 12 hex digits of the checkpoint file's SHA-256: names the teacher in manifest rows."""
+    return file_hash(path, 12)
 
 
 def load_teacher(path: str | os.PathLike, device: str | torch.device = "cpu") -> Teacher:
@@ -99,11 +95,26 @@ def load_teacher(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         CheckpointError: see :func:`read_checkpoint`; also when the weights do not fit the stored config.
     """
     payload = read_checkpoint(path)
+    model, config = teacher_from_payload(payload, path)
+    return Teacher(model.to(device).eval(), config, teacher_hash(path), dict(payload.get("val", {})),
+                   str(payload.get("data_hash", "")))
+
+
+def teacher_from_payload(payload: Mapping[str, Any], source: str | os.PathLike) -> tuple[nn.Module, TeacherConfig]:
+    """The DeepLabV3+ (float32, eval mode, CPU) and its config from a checkpoint dict already read.
+
+    Args:
+        payload: the dict :func:`read_checkpoint` returns (float16 weights of a shipped file are cast back).
+        source: the file (or ensemble member) it came from, for errors.
+
+    Raises:
+        CheckpointError: the weights do not fit the stored config.
+    """
     try:
         config = TeacherConfig.from_dict(payload["config"])
         model = build_model(config)
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except (KeyError, ValueError, RuntimeError) as error:
-        raise CheckpointError(path, f"weights do not fit the stored config: {str(error)[:300]}") from None
-    return Teacher(model.to(device).eval(), config, file_hash(path), dict(payload.get("val", {})),
-                   str(payload.get("data_hash", "")))
+        state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+        model.load_state_dict(state, strict=True)
+    except (KeyError, ValueError, RuntimeError, UserError) as error:
+        raise CheckpointError(source, f"weights do not fit the stored config: {str(error)[:300]}") from None
+    return model.eval(), config

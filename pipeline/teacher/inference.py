@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from pipeline.teacher.model import TeacherConfig
-from pipeline.torch_utils import autocast
+from sinet_plus.torch_utils import autocast
 
 MULTIPLE = 32
 """DeepLabV3+ downsamples by 32 (16 with its dilated encoder); sides must be multiples of it."""

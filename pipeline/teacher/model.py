@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 
 from torch import nn
 
+from sinet_plus.errors import UserError
+
 DEFAULT_ENCODER = "se_resnext50_32x4d"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,8 +37,8 @@ class TeacherConfig:
         mean: per-channel mean of RGB values scaled to 0..1, subtracted before the model.
         std: per-channel standard deviation, divided after the mean.
         encoder_weights: what the encoder started from (``imagenet``, ``none``, or ``init:<hash>``); provenance.
-        decoder_channels: width of the DeepLabV3+ decoder (smp's default 256; 128 halves a CPU step's time at
-            320 px with ResNet-18).
+        decoder_channels: width of the DeepLabV3+ decoder (smp's default 256; narrower is faster on a CPU, see
+            docs/teacher.md).
     """
 
     encoder: str = DEFAULT_ENCODER
@@ -65,7 +67,7 @@ class TeacherConfig:
                    decoder_channels=int(data.get("decoder_channels", 256)))
 
 
-class EncoderWeightsUnavailable(RuntimeError):
+class EncoderWeightsUnavailable(UserError):
     """ImageNet weights were asked for but are neither cached nor downloadable."""
 
 
@@ -79,13 +81,16 @@ def build_model(config: TeacherConfig, imagenet: bool = False) -> nn.Module:
     Raises:
         EncoderWeightsUnavailable: within a few seconds, when the weights are not cached and the hub is
             unreachable (offline machines).
-        KeyError: unknown encoder name (smp lists the known ones).
+        UserError: unknown encoder name (smp lists the known ones).
     """
     import segmentation_models_pytorch as smp
 
     def make(weights: str | None) -> nn.Module:
-        return smp.DeepLabV3Plus(encoder_name=config.encoder, encoder_weights=weights, classes=config.classes,
-                                 decoder_channels=config.decoder_channels)
+        try:
+            return smp.DeepLabV3Plus(encoder_name=config.encoder, encoder_weights=weights, classes=config.classes,
+                                     decoder_channels=config.decoder_channels)
+        except KeyError as error:  # smp's message lists the known encoders
+            raise UserError(error.args[0] if error.args else f"unknown encoder {config.encoder!r}") from None
 
     if not imagenet:
         return make(None)

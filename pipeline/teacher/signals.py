@@ -17,6 +17,7 @@ other signals stay in the manifest for reviewers and for rules a better teacher 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -96,15 +97,41 @@ def face_in_mask(mask: np.ndarray, box: tuple[float, float, float, float] | None
     return float(mask[y0:y1, x0:x1].mean())
 
 
-def priority(signals: dict[str, float]) -> float:
-    """Predicted-failure score in [0, 1] from the signals (the rule in this module's docstring)."""
+def member_agreement(member_probs: Sequence[np.ndarray]) -> float:
+    """Mean pairwise IoU of the members' masks (``p > 0.5``): 1 = they all agree; NaN for one member."""
+    masks = [prob > 0.5 for prob in member_probs]
+    pairs = [mask_iou(a, b) for i, a in enumerate(masks) for b in masks[i + 1:]]
+    return float(np.mean(pairs)) if pairs else float("nan")
+
+
+def _known(value: float, default: float) -> float:
+    return default if math.isnan(value) else value
+
+
+PRIORITY_RULES: dict[str, Callable[[dict[str, float]], float]] = {
+    "uncertain_share": lambda s: s["uncertain_share"],
+    "disagreement": lambda s: 1 - _known(s["member_agreement"], 1 - s["uncertain_share"]),
+    "uncertain_or_disagreement": lambda s: max(s["uncertain_share"], 1 - _known(s["member_agreement"], 1.0)),
+    "combined": lambda s: 1 - ((1 - s["uncertain_share"]) * _known(s["member_agreement"], 1.0)
+                               * _known(s["flip_agreement"], 1.0)),
+}
+"""Candidate priority rules (higher = more likely wrong), written down before any ensemble was calibrated;
+``pipeline build-teacher`` keeps the one that ranks held-out masks below 0.90 IoU best."""
+
+DEFAULT_PRIORITY = "uncertain_share"
+"""The rule of a single checkpoint that carries none (chosen for the first teachers; see docs/teacher.md)."""
+
+
+def priority(signals: dict[str, float], rule: str = DEFAULT_PRIORITY) -> float:
+    """Predicted-failure score in [0, 1] from the signals: 1 for an empty mask (a missed person), else ``rule``."""
     if signals["foreground_share"] < EMPTY_SHARE:
         return 1.0
-    return float(signals["uncertain_share"])
+    return float(min(1.0, max(0.0, PRIORITY_RULES[rule](signals))))
 
 
 def quality_signals(prob: np.ndarray, mirrored: np.ndarray | None = None,
-                    face_box: tuple[float, float, float, float] | None = None) -> dict[str, float]:
+                    face_box: tuple[float, float, float, float] | None = None,
+                    member_probs: Sequence[np.ndarray] = (), rule: str = DEFAULT_PRIORITY) -> dict[str, float]:
     """Every signal and the priority for one prediction.
 
     Args:
@@ -113,6 +140,8 @@ def quality_signals(prob: np.ndarray, mirrored: np.ndarray | None = None,
             signals describe the mean of both maps (the delivered mask, flip test-time augmentation) and
             ``flip_agreement`` compares the two; otherwise ``flip_agreement`` is NaN.
         face_box: the largest detected face ``(x0, y0, x1, y1)`` in the same pixels, or None.
+        member_probs: each ensemble member's own map (for ``member_agreement``; NaN with fewer than two).
+        rule: the priority rule (:data:`PRIORITY_RULES`).
     """
     final = merged(prob, mirrored)
     mask = final > 0.5
@@ -125,8 +154,9 @@ def quality_signals(prob: np.ndarray, mirrored: np.ndarray | None = None,
         "flip_agreement": mask_iou(prob > 0.5, mirrored > 0.5) if mirrored is not None else float("nan"),
         "face_in_mask": face_in_mask(mask, face_box),
         "expected_iou": expected_iou(final),
+        "member_agreement": member_agreement(member_probs),
     }
-    signals["priority"] = priority(signals)
+    signals["priority"] = priority(signals, rule)
     return signals
 
 

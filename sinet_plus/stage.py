@@ -5,7 +5,7 @@ list of pending items and yields one :class:`Outcome` per item, in any order. Th
 by an earlier run, journals every outcome as soon as it arrives (an append-only JSON-lines file, fsynced, so a
 killed run loses at most the item in flight), shows progress, and at the end rebuilds ``manifest.csv`` and
 ``skipped.csv`` from the journal, sorted by key, so a resumed run writes exactly what an unbroken run writes.
-Item files must be written atomically (pipeline.atomic) by the stage before it yields the outcome; the runner
+Item files must be written atomically (sinet_plus.files) by the stage before it yields the outcome; the runner
 removes the temporaries a killed run left anywhere under the output folder before it starts.
 
 "Done" means done from these inputs with these settings. Each journal record keeps the identity of what its
@@ -17,7 +17,6 @@ again, with a message. The settings that shape every item (a checkpoint's hash, 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -26,7 +25,7 @@ import time
 import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +33,11 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from pipeline.atomic import atomic_path, remove_leftovers, write_text_atomic
-from pipeline.imageio import ImageReadError
-from pipeline.manifest import new_rows, write_manifest
-from pipeline.processes import DiesWithParent
+from sinet_plus.errors import UserError
+from sinet_plus.files import atomic_path, remove_leftovers, write_text_atomic
+from sinet_plus.imageio import ImageReadError
+from sinet_plus.manifest import new_rows, write_manifest
+from sinet_plus.processes import DiesWithParent
 
 console = Console(stderr=True)
 
@@ -70,6 +70,16 @@ class Outcome:
     @property
     def failed(self) -> bool:
         return any(s["reason"] == ERROR_REASON for s in self.skips)
+
+    def to_json(self) -> str:
+        """One line of JSON (NumPy scalars and paths become plain values): how outcomes are journaled and how
+        they travel between processes."""
+        return json.dumps(asdict(self), default=_json_default)
+
+    @classmethod
+    def from_json(cls, line: str) -> Outcome:
+        """The outcome :meth:`to_json` wrote."""
+        return cls(**json.loads(line))
 
 
 def guarded(process: Callable[[Any], Outcome], key: str, payload: Any) -> Outcome:
@@ -118,7 +128,7 @@ class Journal:
 
     def append(self, outcome: Outcome) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(asdict(outcome), default=_json_default) + "\n"
+        line = outcome.to_json() + "\n"
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line)
             handle.flush()
@@ -126,14 +136,13 @@ class Journal:
 
     def rewrite(self, outcomes: Iterable[Outcome]) -> None:
         """Replace the journal (to drop failed items before a retry, or lines a kill or damage left unreadable)."""
-        write_text_atomic(self.path, "".join(json.dumps(asdict(o), default=_json_default) + "\n" for o in outcomes))
+        write_text_atomic(self.path, "".join(o.to_json() + "\n" for o in outcomes))
 
 
 def _parse_record(line: str) -> Outcome | None:
     """The outcome a journal line records, or None when the line is not a well-formed record."""
     try:
-        record = json.loads(line)
-        outcome = Outcome(**record)
+        outcome = Outcome.from_json(line)
     except (ValueError, TypeError):
         return None
     well_formed = (isinstance(outcome.key, str) and isinstance(outcome.source, dict)
@@ -147,8 +156,8 @@ def _json_default(value: Any) -> Any:
         return value.item()
     if isinstance(value, Path):
         return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
     raise TypeError(f"cannot store {type(value).__name__} in the journal")
 
 
@@ -321,7 +330,7 @@ def claim_folder(out_dir: str | os.PathLike, settings: dict[str, Any]) -> None:
     since resuming it would mix two kinds of output in one manifest.
 
     Raises:
-        ValueError: naming the folder and the differing settings, or the settings file when it is unreadable.
+        UserError: naming the folder and the differing settings, or the settings file when it is unreadable.
     """
     wanted = json.loads(json.dumps(settings, default=_json_default))
     recorded = Path(out_dir) / "settings.json"
@@ -329,16 +338,16 @@ def claim_folder(out_dir: str | os.PathLike, settings: dict[str, Any]) -> None:
         try:
             earlier = json.loads(recorded.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ValueError(f"{recorded}: cannot read the settings an earlier run recorded ({error}); without "
+            raise UserError(f"{recorded}: cannot read the settings an earlier run recorded ({error}); without "
                              f"them {out_dir} cannot be resumed safely: use a new output folder or delete that "
                              "one") from None
         if not isinstance(earlier, dict):
-            raise ValueError(f"{recorded}: not a settings record (a JSON object was expected); use a new output "
+            raise UserError(f"{recorded}: not a settings record (a JSON object was expected); use a new output "
                              "folder or delete that one")
         if earlier != wanted:
             changed = sorted(k for k in set(earlier) | set(wanted) if earlier.get(k) != wanted.get(k))
             described = "; ".join(f"{k} {_short(earlier.get(k))} then, {_short(wanted.get(k))} now" for k in changed)
-            raise ValueError(f"{out_dir} holds output made with other settings ({', '.join(changed)} differ: "
+            raise UserError(f"{out_dir} holds output made with other settings ({', '.join(changed)} differ: "
                              f"{described}; see {recorded}); use a new output folder or delete that one")
     write_text_atomic(recorded, json.dumps(wanted, indent=1, sort_keys=True) + "\n")
 

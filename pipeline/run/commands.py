@@ -7,7 +7,14 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from pipeline.run.config import load_config
+from pipeline.run.plan import plan
+from pipeline.run.runner import Runner, subprocess_env
+from pipeline.run.step import WaitingForReview
+from sinet_plus.cli import stderr
 
 WAITING_EXIT = 2
 """Exit code when the run stopped to wait for human review (nothing failed)."""
@@ -43,10 +50,10 @@ def print_outputs(console: Console, config) -> None:
 def run_command(
     config_path: Annotated[Path, typer.Argument(metavar="CONFIG",
                                                 help="Run config (TOML), e.g. configs/quickstart.toml.")],
-    auto_accept: Annotated[Optional[float], typer.Option(
-        help="Unattended run: accept items whose priority is at most this (reviewer 'auto', the reason states the "
-             "threshold); items above it stay queued for people. Overrides auto_accept in the config "
-             "(review table).")
+    auto_accept: Annotated[Optional[str], typer.Option(
+        help="Unattended run: 'teacher' accepts what the teacher's calibrated rule accepts (the auto_accept "
+             "column); a number accepts items whose priority is at most it. Reviewer 'auto', the reason states "
+             "the rule; the rest stay queued for people. Overrides auto_accept in the config (review table).")
     ] = None,
     teacher: Annotated[Optional[Path], typer.Option(help="Use this teacher checkpoint instead of the config's "
                                                          "(no teacher training).")] = None,
@@ -56,30 +63,22 @@ def run_command(
     """Photos → crop-baidu → teacher → pseudo-label → review → export → sinet train → sinet eval.
 
     Each step is skipped when its outputs are current; one summary at the end."""
-    from pipeline.cli import fail
-    from pipeline.run import Runner, RunError, WaitingForReview, subprocess_env
-    from pipeline.run_plan import load_config, plan
 
     console = Console() if Console().is_terminal else Console(width=150)  # logs: no wrapping at 80 columns
-    try:
-        config = load_config(config_path, auto_accept, teacher)
-        steps = plan(config, stop_after)
-    except RunError as error:
-        raise fail(str(error))
+    config = load_config(config_path, auto_accept, teacher)
+    steps = plan(config, stop_after)
     runner = Runner(config.out, subprocess_env(config.threads), console, force=force)
-    code, message = 0, ""
+    waiting = None
     try:
         runner.run(steps)
-    except WaitingForReview as waiting:
-        code, message = WAITING_EXIT, f"[yellow]waiting for review:[/] {waiting}"
-    except RunError as error:
-        code, message = 1, f"[bold red]error:[/] {error}"
-    console.print(summary_table(runner.results))
-    print_outputs(console, config)
-    if message:
-        Console(stderr=True).print(message)
-    if code:
-        raise typer.Exit(code)
+    except WaitingForReview as stop:
+        waiting = stop
+    finally:  # a failed step (RunError) is reported by the toolkit after the summary: one line, exit code 1
+        console.print(summary_table(runner.results))
+        print_outputs(console, config)
+    if waiting is not None:
+        stderr.print(f"[yellow]waiting for review:[/] {escape(str(waiting))}", soft_wrap=True)
+        raise typer.Exit(WAITING_EXIT)
 
 
 def register(app: typer.Typer) -> None:

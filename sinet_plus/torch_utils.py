@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from sinet_plus.errors import PathError, UserError
+
 
 def pick_device(requested: str = "auto") -> torch.device:
     """The device to run on: ``auto`` takes CUDA, then Apple MPS, then CPU; anything else is used as given.
@@ -22,12 +24,12 @@ def pick_device(requested: str = "auto") -> torch.device:
         requested: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``...
 
     Raises:
-        ValueError: a CUDA device was asked for where there is none.
+        UserError: a CUDA device was asked for where there is none.
     """
     if requested != "auto":
         device = torch.device(requested)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {requested!r} asked for, but CUDA is not available here")
+            raise UserError(f"device {requested!r} asked for, but CUDA is not available here")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -64,13 +66,8 @@ def autocast(device: torch.device, cpu_bf16: bool = False) -> contextlib.Abstrac
     return torch.autocast("cuda", dtype=dtype)
 
 
-class CheckpointError(Exception):
+class CheckpointError(PathError):
     """A checkpoint that cannot be used; ``str()`` names the file and the reason."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = Path(path)
-        self.reason = reason
 
 
 def load_weights_only(path: str | os.PathLike) -> Any:

@@ -15,9 +15,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from pipeline.atomic import atomic_path
+from sinet_plus.errors import UserError
+from sinet_plus.files import atomic_path
 
 REQUIRED = ("id", "image", "mask", "source", "split", "status")
 """Columns every manifest has."""
@@ -32,7 +34,7 @@ COLUMNS: dict[str, str] = {
     "mask": "mask PNG path relative to the manifest's folder (0 background, 255 person, 128 unknown); "
             "empty when the photo has no mask yet",
     "source": "where the sample comes from: `eg1800`, `folder`, `baidu_crop`, `pseudo`, ...",
-    "split": "`train`, `val`, `test` or `unlabeled`",
+    "split": "`train`, `val`, `test`, `holdout` (kept out of training to select models on) or `unlabeled`",
     # provenance
     "origin": "path of the photo the sample was made from, relative to the manifest's folder",
     "origin_stem": "file stem of the origin photo",
@@ -51,7 +53,8 @@ COLUMNS: dict[str, str] = {
     "person_coverage": "share of the crop's pixels that are person in the mask",
     "width": "width of the written photo in pixels",
     "height": "height of the written photo in pixels",
-    "teacher": "short hash of the teacher checkpoint that predicted the mask",
+    "teacher": "short hash of the teacher file (checkpoint or ensemble) that predicted or checked the mask",
+    "teacher_mask": "path of the teacher's mask for a human-made mask it checked",
     "soft_mask": "path of the soft-probability PNG (0..255 = P(person)), when written",
     # quality signals of a predicted mask
     "mean_confidence": "mean over pixels of max(p, 1 - p) of the teacher's probability",
@@ -62,7 +65,12 @@ COLUMNS: dict[str, str] = {
     "flip_agreement": "IoU between the predictions for the photo and its mirror image",
     "face_in_mask": "share of the largest detected face box covered by the mask (empty if no face)",
     "expected_iou": "soft IoU of the mask with the teacher's probabilities (its self-estimated IoU)",
-    "priority": "predicted-failure score in [0, 1]: higher = more likely wrong, reviewed first",
+    "member_agreement": "mean pairwise IoU of the masks of the teacher ensemble's members (empty for one model)",
+    "teacher_agreement": "IoU between a human-made mask and the teacher's mask of the same photo",
+    "priority": "predicted-failure score in [0, 1]: higher = more likely wrong, reviewed first "
+                "(for a checked human mask: 1 - `teacher_agreement`)",
+    "auto_accept": "`true` when the teacher's calibrated rule accepts the mask without review (its own mask: "
+                   "`priority` at most the rule's threshold; a human mask: `teacher_agreement` high enough)",
     # review
     "status": "`pending`, `accepted` or `rejected`",
     "reviewer": "who decided (`auto` for unattended --auto-accept runs, `dataset` for human-made masks)",
@@ -71,7 +79,11 @@ COLUMNS: dict[str, str] = {
 }
 
 
-class ManifestError(Exception):
+PATH_COLUMNS = ("image", "mask", "origin", "soft_mask", "teacher_mask")
+"""Columns holding paths relative to the manifest's folder (rebased when a manifest is written elsewhere)."""
+
+
+class ManifestError(UserError):
     """A manifest that cannot be read or is not valid; the message lists every problem."""
 
 
@@ -94,7 +106,7 @@ class Manifest:
         return len(self.frame)
 
 
-TEXT_COLUMNS = ("id", "image", "mask", "origin", "origin_stem", "soft_mask")
+TEXT_COLUMNS = ("id", "origin_stem", *PATH_COLUMNS)
 """Columns that are always text: an id or a stem like ``NA``, ``null`` or ``00012`` is kept as written."""
 
 
@@ -144,7 +156,7 @@ def _rebase(frame: pd.DataFrame, old_root: Path, new_root: Path) -> pd.DataFrame
     if old_root.resolve() == new_root.resolve():
         return frame
     frame = frame.copy()
-    for column in ("image", "mask", "origin", "soft_mask"):
+    for column in PATH_COLUMNS:
         if column in frame.columns:
             frame[column] = [os.path.relpath(old_root / v, new_root) if isinstance(v, str) and v else ""
                              for v in frame[column]]
@@ -329,6 +341,29 @@ def stats(manifest: Manifest) -> dict[str, dict[str, int]]:
     if "mask" in frame.columns:
         result["mask"] = {"present": int((frame["mask"] != "").sum()), "absent": int((frame["mask"] == "").sum())}
     return result
+
+
+def hold_out(manifest: Manifest, count: int, seed: int = 0, source_split: str = "train",
+             split: str = "holdout") -> Manifest:
+    """Move ``count`` rows of ``source_split``, drawn at random, to ``split``: photos kept out of training to
+    select models and calibrate rules on, so that the reported ``val`` split is never tuned on.
+
+    The draw depends only on the ids (sorted) and ``seed``, so the same dataset always gives the same holdout.
+
+    Args:
+        manifest: the rows.
+        count: rows to move (at most all rows of ``source_split``).
+        seed: seed of the draw.
+        source_split: split the rows are drawn from.
+        split: split they move to.
+    """
+    frame = manifest.frame.copy()
+    ids = np.sort(frame.loc[frame["split"] == source_split, "id"].to_numpy(dtype=str))
+    if count > len(ids):
+        raise ManifestError(f"cannot hold out {count} rows: split {source_split!r} has {len(ids)}")
+    chosen = set(np.random.default_rng(seed).choice(ids, count, replace=False)) if count else set()
+    frame.loc[frame["id"].isin(chosen), "split"] = split
+    return Manifest(frame, manifest.root)
 
 
 def select(manifest: Manifest, split: str | None = None, status: Iterable[str] | None = None,

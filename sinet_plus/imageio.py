@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pipeline.atomic import write_bytes_atomic
+from sinet_plus.errors import PathError
+from sinet_plus.files import write_bytes_atomic
 
 IGNORE = 255
 """Mask value for pixels whose label is unknown (excluded from losses and metrics)."""
@@ -31,13 +32,8 @@ MAX_PIXELS = 80_000_000
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class ImageReadError(Exception):
+class ImageReadError(PathError):
     """A photo or mask that cannot be used; ``str()`` names the file and the reason."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 def _open(path: str | os.PathLike, max_pixels: int) -> Image.Image:
@@ -193,6 +189,6 @@ def list_photos(folder: str | os.PathLike) -> list[Path]:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: not a folder")
+        raise PathError(folder, "not a folder")
     return sorted(p for p in folder.iterdir()
                   if (p.is_file() or (p.is_symlink() and not p.exists())) and p.suffix.lower() in PHOTO_SUFFIXES)

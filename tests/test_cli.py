@@ -1,0 +1,62 @@
+"""The command-line toolkit both programs share: ``--version``, user errors as one line and exit code 1, bugs as
+tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app as pipeline_app
+from sinet.cli import app as sinet_app
+from sinet_plus import __version__
+from sinet_plus.cli import new_app
+from sinet_plus.errors import UserError
+
+
+@pytest.mark.parametrize("program", ["pipeline", "sinet"])
+def test_both_programs_print_one_version(program):
+    done = subprocess.run([str(Path(sys.executable).with_name(program)), "--version"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"sinet-plus {program} {__version__}"
+
+
+def test_a_user_error_is_one_line_naming_the_file_with_exit_code_1(tmp_path):
+    missing = tmp_path / "missing.csv"
+    result = CliRunner().invoke(pipeline_app, ["manifest", "stats", str(missing)])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"error: {missing}: manifest not found"
+
+
+def test_brackets_in_a_message_are_printed_as_they_are(tmp_path):
+    folder = tmp_path / "[run]"
+    folder.mkdir()
+    (folder / "run.toml").write_text("[run\n")  # not TOML
+    result = CliRunner().invoke(pipeline_app, ["run", str(folder / "run.toml")])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {folder / 'run.toml'}: cannot read the config")
+
+
+def test_an_option_error_of_sinet_names_the_option(tmp_path):
+    result = CliRunner().invoke(sinet_app, ["train", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and result.stderr.strip() == "error: --manifest is required (unless --resume)"
+
+
+def test_a_bug_keeps_its_traceback():
+    app = new_app("a program with one broken command")
+
+    @app.command()
+    def broken() -> None:
+        {}["missing"]
+
+    @app.command()
+    def refused() -> None:
+        raise UserError("refused: the reason")
+
+    bug = CliRunner().invoke(app, ["broken"])
+    assert isinstance(bug.exception, KeyError) and "error:" not in bug.output
+    user = CliRunner().invoke(app, ["refused"])
+    assert user.exit_code == 1 and user.stderr.strip() == "error: refused: the reason"

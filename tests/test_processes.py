@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from review_helpers import eg1800_sample, free_port, stop_app, wait_healthy
 
 from sinet.checkpoint import save_checkpoint
 from sinet.model import SINetEncoder
@@ -101,6 +102,58 @@ def test_crop_pool_workers_die_with_a_killed_command(fullbody_dir, tmp_path):
                                  "--out", str(out), "--workers", "2"], out / ".journal.jsonl", 2)
     assert len(workers) >= 2
     assert outlive(workers, 10) == []
+
+
+@pytest.fixture(scope="module")
+def review_db(eg1800_dir, tmp_path_factory) -> Path:
+    """A review database of three real photos."""
+    folder = tmp_path_factory.mktemp("review")
+    manifest = eg1800_sample(eg1800_dir, folder / "data", 3)
+    db = folder / "review.sqlite"
+    subprocess.run([PIPELINE, "queue", str(manifest), "--db", str(db)], check=True, capture_output=True)
+    return db
+
+
+def start_review(db: Path, port: int, log: Path, *options: str, password: bytes | None = None):
+    """``pipeline review`` in its own session (typing ``password`` at its prompt), once the app answers."""
+    env = {key: value for key, value in os.environ.items() if key != "REVIEW_PASSWORD"}
+    with open(log, "ab") as sink:
+        process = subprocess.Popen([PIPELINE, "review", "--db", str(db), "--port", str(port), *options],
+                                   stdin=subprocess.PIPE, stdout=sink, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True)
+    if password is not None:
+        process.stdin.write(password + b"\n" + password + b"\n")
+    process.stdin.close()
+    try:
+        wait_healthy(port)
+    except RuntimeError:
+        stop_app(process, kill=True)
+        raise
+    return process
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_the_review_server_stops_with_its_command(review_db, tmp_path, sig):
+    port = free_port()
+    command = start_review(review_db, port, tmp_path / "review.log")
+    servers = children(command.pid)
+    command.send_signal(sig)
+    command.wait(timeout=60)
+    assert servers and outlive(servers, 30) == []
+    again = start_review(review_db, port, tmp_path / "review.log")  # the port is free again
+    stop_app(again)
+
+
+def test_the_review_password_is_typed_at_a_prompt_never_shown_in_ps(review_db, tmp_path):
+    port = free_port()
+    command = start_review(review_db, port, tmp_path / "review.log", "--password", password=b"s3cret words")
+    try:
+        (server,) = children(command.pid)
+        for pid in (command.pid, server):
+            assert b"s3cret" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert b"REVIEW_PASSWORD=s3cret words" in Path(f"/proc/{server}/environ").read_bytes().split(b"\0")
+    finally:
+        stop_app(command)
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027])

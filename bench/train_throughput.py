@@ -20,7 +20,7 @@ import time
 import torch
 
 from sinet.loss import BoundaryAwareLoss, class_weights
-from sinet.training import TrainConfig
+from sinet.training.config import TrainConfig
 from sinet.training.optim import make_optimizer
 from sinet.training.steps import fresh_model, train_step
 from sinet.training_bench import training_throughput

@@ -109,13 +109,13 @@ class PredictOutputs:
 
     Args:
         out_dir: stage folder (``masks/``, ``cutouts/``, ``overlays/``, ``manifest.csv``).
-        write_cutouts: also write RGBA cut-outs.
-        write_overlays: also write overlay JPEGs.
+        cutouts: also write RGBA cut-outs (``cutouts/``).
+        overlays: also write overlay JPEGs (``overlays/``).
     """
 
     out_dir: Path
-    write_cutouts: bool = True
-    write_overlays: bool = True
+    cutouts: bool = True
+    overlays: bool = True
 
 
 def predict_photo(model: nn.Module, preprocessing: Preprocessing, outputs: PredictOutputs, key: str,
@@ -135,9 +135,9 @@ def predict_photo(model: nn.Module, preprocessing: Preprocessing, outputs: Predi
     labels = (probability > 0.5).astype(np.uint8)
     mask_path = outputs.out_dir / "masks" / f"{key}.png"
     write_mask(mask_path, labels)
-    if outputs.write_cutouts:
+    if outputs.cutouts:
         write_png(outputs.out_dir / "cutouts" / f"{key}.png", cutout(image, probability))
-    if outputs.write_overlays:
+    if outputs.overlays:
         write_jpeg(outputs.out_dir / "overlays" / f"{key}.jpg", overlay(image, labels), quality=90)
     row = {"id": f"predict/{key}", "image": os.path.relpath(photo.resolve(), outputs.out_dir.resolve()),
            "mask": os.path.relpath(mask_path.resolve(), outputs.out_dir.resolve()), "source": "predict",
@@ -164,7 +164,7 @@ def predict_folder(model: nn.Module, preprocessing: Preprocessing, photos: list[
         UserError: ``outputs.out_dir`` holds predictions made with other weights or settings.
     """
     claim_folder(outputs.out_dir, {"weights": weights_hash(model), "preprocessing": preprocessing.to_dict(),
-                                   "cutouts": outputs.write_cutouts, "overlays": outputs.write_overlays})
+                                   "cutouts": outputs.cutouts, "overlays": outputs.overlays})
 
     def execute(pending: list[tuple[str, Path]]) -> Iterator[Outcome]:
         return map_items(lambda photo: predict_photo(model, preprocessing, outputs, photo.stem, photo), pending)

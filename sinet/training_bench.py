@@ -12,10 +12,11 @@ from torch.utils.data import DataLoader
 from sinet.data import EpochSampler, SegmentationDataset, manifest_samples
 from sinet.loss import BoundaryAwareLoss, class_weights
 from sinet.preprocess import PRESETS
+from sinet.recipe import STAGE1_LABEL_STRIDE
 from sinet.training.config import TrainConfig
 from sinet.training.optim import make_optimizer
 from sinet.training.steps import auto_workers, fresh_model, init_worker, train_step
-from sinet.transforms import STAGE1_LABEL_STRIDE, train_transform
+from sinet.transforms import train_transform
 from sinet_plus.errors import UserError
 from sinet_plus.processes import DiesWithParent
 

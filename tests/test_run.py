@@ -152,6 +152,52 @@ def test_quickstart_config_plans_every_stage():
     assert plan(config, stop_after="export")[-1].name == "export"
 
 
+def test_experiment_arms_share_start_options_and_steps_and_differ_only_in_data():
+    config = load_config(Path(__file__).parents[1] / "configs" / "experiment.toml")
+    steps = {step.name: step for step in plan(config)}
+    assert "fullbody-check" in steps and steps["data-eg1800"].command[-2:] == ["--holdout", "200"]
+    trainings = [steps[name] for name in config.models()]
+    assert len(trainings) == len(config.arms) * len(config.seeds) == 9
+
+    def without(argv: list[str], *flags: str) -> list[str]:
+        """argv without the given flags and their values."""
+        out, skip = [], False
+        for index, item in enumerate(argv):
+            if skip:
+                skip = False
+            elif item in flags:
+                skip = True
+            else:
+                out.append(item)
+        return out
+
+    common = {tuple(without(step.command, "--out", "--seed", "--manifest")) for step in trainings}
+    assert len(common) == 1  # same start, options, selection split and step count: only data, seed and folder vary
+    argv = trainings[0].command
+    assert argv[argv.index("--init") + 1] == str(config.init) and argv[argv.index("--val-split") + 1] == "holdout"
+    assert "--epoch-size" in argv
+    manifests = {step.name: [step.command[i + 1] for i, a in enumerate(step.command) if a == "--manifest"]
+                 for step in trainings}
+    assert manifests["eg1800-s0"] == [str(config.out / "data" / "eg1800.csv")]
+    assert manifests["crops-pseudo-s1"][-1] == str(config.out / "arms" / "crops-pseudo.csv")
+    groups = [step.group for step in trainings]
+    assert max(groups.count(g) for g in groups) == config.parallel
+    evaluation = steps["crops-s2-eval"].command
+    assert evaluation[evaluation.index("--split") + 1] == "val" and "--rotations" in evaluation
+
+
+def test_arms_need_a_common_start(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('[run]\nout = "out"\n[datasets.d]\nkind = "eg1800"\npath = "d"\n[teacher]\n'
+                      'checkpoint = "t.pt"\n[[sources]]\nname = "a"\nimages = "p"\nmasks = "m"\n[sinet]\n'
+                      'train = ["d"]\narms = { base = [], more = ["a"] }\n')
+    with pytest.raises(RunError, match="one common checkpoint"):
+        load_config(config)
+    config.write_text(config.read_text().replace('more = ["a"]', 'more = ["b"]') + 'init = "s.pt"\n')
+    with pytest.raises(RunError, match="arm 'more' uses 'b', which is not a"):
+        load_config(config)
+
+
 # ---- unattended review ----
 
 def demo_manifest(tmp_path: Path, priorities: list[float | None], verdicts: list[bool | None] | None = None) -> Path:

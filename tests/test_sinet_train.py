@@ -23,12 +23,13 @@ from sinet.cli import app as sinet_app
 from sinet.data import EpochSampler, SegmentationDataset, manifest_samples
 from sinet.model import SINet, SINetEncoder
 from sinet.preprocess import IMAGENET
-from sinet.training import TrainConfig, TrainState, train
+from sinet.recipe import AugmentationConfig
+from sinet.training.config import TrainConfig
 from sinet.training.optim import make_optimizer, milestones, parameter_groups, plan_epochs, step_schedule
-from sinet.training.state import EpochSums
+from sinet.training.state import EpochSums, TrainState
+from sinet.training.trainer import train
 from sinet.training_bench import training_throughput
 from sinet.transforms import (
-    AugmentationConfig,
     PilSharpness,
     PortraitWarp,
     downsample_labels,
@@ -209,7 +210,7 @@ import os, signal, sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from test_sinet_train import _tiny_config
-from sinet.training import train
+from sinet.training.trainer import train
 
 def kill_after_step_6(state):  # exactly like an external kill -9, after any checkpoint due at that step
     if state.global_step == 6:

@@ -233,7 +233,8 @@ def sinet_steps(config: RunConfig, reviewed: dict[str, Path]) -> list[Step]:
     for index, model in enumerate(config.models()):
         arm, seed = model.rsplit("-s", 1)
         title = f"fine-tune on {' + '.join(config.sinet_train + config.arms[arm])}, seed {seed}"
-        trainings.append(train(model, title, datasets + [arm_manifest(config, arm)],
+        extra = [arm_manifest(config, arm)] if config.arms[arm] else []
+        trainings.append(train(model, title, datasets + extra,
                                datasets_after + (f"{arm}-data",) + start_after + val_after, config.sinet_options,
                                ["--stage", "2", "--init", str(start), "--seed", seed],
                                f"sinet-train-{index // max(1, config.parallel)}"))

@@ -12,14 +12,9 @@ point where a run was killed do not change the batches. ``last.pt`` holds everyt
 (:class:`~sinet.training.state.TrainState`) and is written atomically at the end of every epoch and every
 ``checkpoint_every`` steps.
 
-Modules: :mod:`~sinet.training.config` (the options), :mod:`~sinet.training.optim` (optimizer, LR schedule,
+Modules (import from them; this package's face stays empty so that reading the options does not load torch):
+:mod:`~sinet.training.config` (the options), :mod:`~sinet.training.optim` (optimizer, LR schedule,
 time-budget plan), :mod:`~sinet.training.state` (what ``last.pt`` holds), :mod:`~sinet.training.steps` (one
 step, validation, loader workers), :mod:`~sinet.training.trainer` (the loop), :mod:`~sinet.training.report`
 (metrics, curves), :mod:`~sinet.training.distributed` (``torchrun``).
 """
-
-from sinet.training.config import TrainConfig
-from sinet.training.state import TrainState
-from sinet.training.trainer import Trainer, train
-
-__all__ = ["TrainConfig", "TrainState", "Trainer", "train"]

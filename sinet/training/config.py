@@ -1,12 +1,12 @@
-"""Every option of a training run, defaults being the official recipe's values where it has one."""
+"""Every option of a training run, defaults being the authors' recipe where it has one (torch-free, so the
+``sinet`` command reads its defaults from here without loading torch)."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 
-from sinet.loss import STAGE1_BAND_KERNEL, STAGE2_BAND_KERNEL
-from sinet.transforms import AugmentationConfig
+from sinet.recipe import STAGE1_BAND_KERNEL, STAGE2_BAND_KERNEL, AugmentationConfig
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,13 +25,14 @@ from sinet.checkpoint import load_checkpoint, save_checkpoint
 from sinet.data import EpochSampler, SegmentationDataset, manifest_samples, scan_samples
 from sinet.loss import BoundaryAwareLoss, class_weights
 from sinet.preprocess import PRESETS
+from sinet.recipe import STAGE1_LABEL_STRIDE
 from sinet.training.config import TrainConfig
 from sinet.training.distributed import Distributed
 from sinet.training.optim import make_optimizer, milestones, plan_epochs, step_schedule
 from sinet.training.report import epoch_line, write_reports
 from sinet.training.state import EpochSums, TrainState, capture_rng, restore_rng
 from sinet.training.steps import ValidationSet, auto_workers, fresh_model, init_worker, train_step, validate
-from sinet.transforms import STAGE1_LABEL_STRIDE, train_transform
+from sinet.transforms import train_transform
 from sinet_plus.errors import PathError, UserError
 from sinet_plus.files import write_text_atomic
 from sinet_plus.processes import DiesWithParent
@@ -241,7 +243,8 @@ class Trainer:
                "train_loss": sums.loss / max(1, sums.images), "train_band_loss": sums.band_loss / max(1, sums.images),
                **{f"val_{k}": v for k, v in scores.items() if k != "images"},
                "train_seconds": sums.seconds,
-               "images_per_second": sums.images * self.dist.world_size / max(sums.seconds, 1e-9)}
+               "images_per_second": sums.images * self.dist.world_size / max(sums.seconds, 1e-9),
+               "load_average": os.getloadavg()[0]}  # how busy the machine was: speed figures need it
         state.history.append(row)
         self._bank_time(started)
         state.epoch_seconds.append(sums.seconds)

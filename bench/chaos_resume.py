@@ -206,8 +206,8 @@ def chaos(stage: str, inputs: Path, work: Path, photos: int, kills: int, workers
             items, delay = 0, rng.uniform(0.0, start_up)
         else:  # after a random number of items, at a random moment of the work that follows (mid-batch, mid-write)
             remaining = max(1, photos - journaled(killed))
-            items = rng.randint(1, max(1, 2 * remaining // (kills - result.kills + 1)))
-            delay = rng.uniform(0.0, 4 * per_item)
+            items = rng.randint(1, max(1, remaining // (2 * (kills - result.kills + 1))))  # leaves work for the rest
+            delay = rng.uniform(0.0, 2 * per_item)
         attempt = kill_at(argv, killed, items, delay, log)
         result.restarts += 1
         result.orphans += attempt.survivors

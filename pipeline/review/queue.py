@@ -189,7 +189,8 @@ def queue_manifests(target: Store | Path, manifests: list[Path], root: Path | No
             store, db = target, target.path
         else:
             db = Path(target)
-            store = stack.enter_context(Store(db)) if db.exists() else None
+            # create=True: a file another queue is creating right now may still be empty
+            store = stack.enter_context(Store(db, create=True)) if db.exists() else None
         stored = store.setting("data_root") if store is not None else None
         if stored is not None and root is not None and Path(stored) != root.resolve():
             raise QueueError(f"{db}: its data root is {stored}; it cannot change to {root.resolve()}")

@@ -76,6 +76,9 @@ COLUMNS: dict[str, str] = {
     "reviewer": "who decided (`auto` for unattended --auto-accept runs, `dataset` for human-made masks)",
     "decided_at": "ISO-8601 UTC time of the decision",
     "reason": "reject reason code, or why a row was auto-accepted",
+    "fixed_from": "id of the rejected sample whose mask a person fixed in an annotation tool to make this one",
+    "fixed_with": "the tool the mask was fixed in (`cvat`, `label-studio`, `coco`)",
+    "fixed_by": "who fixed the mask (the tool's user, or `--annotator`)",
 }
 
 

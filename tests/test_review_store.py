@@ -226,7 +226,7 @@ def test_export_writes_accepted_items_the_trainer_reads(data, tmp_path, eg1800_d
     assert exported.path(frame.at[sorted(accepted)[0], "image"]) == \
         source.path(source.frame.set_index("id").at[sorted(accepted)[0], "image"])
     with Store(db) as store:
-        both, _ = export_manifest(store, out, with_rejected=True)
+        both, _ = export_manifest(store, out, statuses=("accepted", "rejected"))
     statuses = both.frame.set_index("id")["status"]
     assert set(statuses[statuses == "rejected"].index) == rejected
     assert set(both.frame.set_index("id").loc[sorted(rejected), "reason"]) == {"extra"}

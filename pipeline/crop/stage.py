@@ -27,6 +27,7 @@ from pipeline.crop.rules import (
     person_share,
 )
 from pipeline.faces import DetectorSettings, Face, detector
+from sinet_plus.errors import UserError
 from sinet_plus.imageio import list_photos, read_image, read_mask, write_jpeg, write_mask
 from sinet_plus.manifest import Manifest
 from sinet_plus.stage import Outcome, StageSummary, claim_folder, map_items, run_stage
@@ -34,6 +35,8 @@ from sinet_plus.stage import Outcome, StageSummary, claim_folder, map_items, run
 SOURCE = "baidu_crop"
 MISSING_MASK = "missing_mask"
 MASK_SIZE_MISMATCH = "mask_size_mismatch"
+ENGINES = ("local", "ray")
+"""Where photos are cropped: a local process pool, or a Ray Data actor pool (this machine or a cluster)."""
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,7 @@ def plan_manifest_items(manifest: Manifest) -> list[tuple[str, tuple]]:
 
 def run(images_dir: str | os.PathLike | None, masks_dir: str | os.PathLike | None, out_dir: str | os.PathLike,
         settings: CropSettings = CropSettings(), workers: int = 1, threads: int = 1,
-        manifest: Manifest | None = None) -> StageSummary:
+        manifest: Manifest | None = None, engine: str = ENGINES[0]) -> StageSummary:
     """Crop every photo of ``images_dir`` (masks by stem from ``masks_dir``), or of ``manifest``, into ``out_dir``,
     resumably.
 
@@ -205,17 +208,24 @@ def run(images_dir: str | os.PathLike | None, masks_dir: str | os.PathLike | Non
         masks_dir: folder of masks with the photos' stems (None when ``manifest`` is given).
         out_dir: gets images/, masks/, manifest.csv, skipped.csv and the journal.
         settings: framing, rules, detector and output size.
-        workers: processes; each loads MTCNN once.
+        workers: processes (local) or actors (ray); each loads MTCNN once.
         threads: torch threads per worker. One is best here: MTCNN's small convolutions gain little from more,
             and on a busy machine extra threads spin against each other (see docs/crop-baidu.md).
         manifest: photos and masks as manifest rows instead of folders (keys are the photos' stems).
+        engine: ``local`` (a process pool) or ``ray`` (a Ray Data actor pool, :mod:`pipeline.crop.ray_engine`).
     """
+    if engine not in ENGINES:
+        raise UserError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     out_dir = Path(out_dir).resolve()
     items = plan_manifest_items(manifest) if manifest is not None else plan_items(images_dir, masks_dir)
     claim_folder(out_dir, asdict(settings))
 
     def execute(pending: list[tuple[str, tuple]]):
+        if engine == "ray":
+            from pipeline.crop.ray_engine import run_ray
+
+            return run_ray(pending, settings, out_dir, actors=workers, threads=threads)
         return map_items(process_photo, pending, workers=workers, initializer=init_worker,
                          initargs=(settings, str(out_dir), threads))
 
-    return run_stage("crop-baidu", items, execute, out_dir)
+    return run_stage("crop-baidu" + (" (ray)" if engine == "ray" else ""), items, execute, out_dir)

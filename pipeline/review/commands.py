@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 import pipeline
+from pipeline.formats.commands import UrlPrefix, print_export
 from pipeline.review.store import Store
 from sinet_plus import manifest as mf
 from sinet_plus.errors import UserError
@@ -96,16 +97,30 @@ def review_command(
 
 def export_command(
     db: Db,
-    out: Annotated[Path, typer.Option(help="Manifest to write (.csv or .parquet).")],
-    base: Annotated[list[Path], typer.Option(help="Manifests to include as they are (repeat for several).")] = [],
-    with_rejected: Annotated[bool, typer.Option(help="Also write rejected items (status rejected).")] = False,
+    out: Annotated[Path, typer.Option(help="File to write: a manifest (.csv or .parquet), or the --format's file "
+                                           "(a folder for fiftyone).")],
+    format: Annotated[str, typer.Option(help="manifest, or an annotation tool's format: coco, coco-instances, "
+                                             "cvat, label-studio, fiftyone.")] = "manifest",
+    status: Annotated[list[str], typer.Option(help="Verdicts to export: accepted, rejected (the fix loop's "
+                                                   "start), pending (repeat for several).")] = ["accepted"],
+    base: Annotated[list[Path], typer.Option(help="Manifests to include as they are (repeat for several; "
+                                                  "manifest format).")] = [],
     split: Annotated[Optional[str], typer.Option(help="Give every reviewed row this split (e.g. train: pseudo-labels "
                                                       "come out of the teacher as unlabeled).")] = None,
+    image_url_prefix: UrlPrefix = None,
 ) -> None:
-    """Write the accepted items (plus any base manifests) as a manifest the SINet trainer reads."""
-    from pipeline.review.export import export_manifest
+    """Write the reviewed items as a manifest the SINet trainer reads, or in an annotation tool's format."""
+    from pipeline.formats.convert import write_format
+    from pipeline.review.export import export_manifest, review_manifest
 
-    manifest, reviewed = export_manifest(Store(db), out, base, with_rejected, split)
+    if base and format != "manifest":
+        raise UserError("--base goes with --format manifest only")
+    store = Store(db)
+    if format != "manifest":
+        items = write_format(review_manifest(store, tuple(status), split), format, out, image_url_prefix)
+        print_export(items, format, out)
+        return
+    manifest, reviewed = export_manifest(store, out, base, tuple(status), split)
     mf.write_manifest(manifest, out)
     console.print(f"wrote {len(manifest)} rows to {out} ({reviewed} reviewed, {len(manifest) - reviewed} from "
                   "base manifests)")

@@ -186,7 +186,7 @@ def test_double_review_goes_to_two_different_people(tmp_path):
 def test_gold_items_are_damaged_copies_written_under_the_root(data, tmp_path):
     db = tmp_path / "data" / "review.sqlite"
     with Store(db, create=True) as store:
-        added, _, problems = queue_manifests(store, [data], gold_from=data, gold_count=4)
+        added, _, problems, _ = queue_manifests(store, [data], gold_from=data, gold_count=4)
         items = store.items_frame().set_index("key")
     assert added == 6 + 8 and not problems
     gold = items[items["gold"].notna()]

@@ -147,7 +147,7 @@ def init_worker(settings: CropSettings, out_dir: str, threads: int | None = None
     detector(settings.detector)
 
 
-def process_photo(payload: tuple[str, str, str | None]) -> Outcome:
+def process_photo(payload: tuple[str, Path, Path | None]) -> Outcome:
     """Read one photo and its mask, crop it and write the crops; the payload is (stem, photo, mask or None)."""
     stem, image_file, mask_file = payload
     settings: CropSettings = _worker["settings"]
@@ -181,14 +181,19 @@ def plan_items(images_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> l
     masks = {}
     for path in list_photos(masks_dir):
         masks.setdefault(path.stem, path)
-    return [(photo.stem, (photo.stem, str(photo.resolve()),
-                          str(masks[photo.stem].resolve()) if photo.stem in masks else None))
+    return [(photo.stem, (photo.stem, _input_path(photo),
+                          _input_path(masks[photo.stem]) if photo.stem in masks else None))
             for photo in list_photos(images_dir)]
+
+
+def _input_path(path: Path) -> Path:
+    """The file a listed path names (a broken link stays itself, so its skip names the link)."""
+    return path.resolve() if path.exists() else path.absolute()
 
 
 def plan_manifest_items(manifest: Manifest) -> list[tuple[str, tuple]]:
     """One item per manifest row, keyed by its photo's stem, with its mask (or None when the row has none)."""
-    return [(image.stem, (image.stem, str(image), str(mask) if mask is not None else None))
+    return [(image.stem, (image.stem, image, mask))
             for image, mask in zip(manifest.paths("image"), manifest.paths("mask")) if image is not None]
 
 

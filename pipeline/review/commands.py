@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,12 +19,14 @@ from pipeline.formats.items import FormatError
 from pipeline.review.store import Store
 from sinet_plus import manifest as mf
 from sinet_plus.errors import UserError
+from sinet_plus.processes import start_child
 
 APP = Path(pipeline.__file__).resolve().parents[1] / "review_app" / "app.py"
 """The Streamlit app, started by file path so that ``pipeline`` never imports ``review_app``."""
 
 PASSWORD_ENV = "REVIEW_PASSWORD"
-"""Environment variable holding the app's password (how ``--password`` reaches the app, too)."""
+"""Environment variable holding the app's password (how a password typed at ``--password``'s prompt reaches the
+app, too: a child's environment, unlike its command line, is private to its user)."""
 
 console = Console()
 Db = Annotated[Path, typer.Option("--db", help="The review database (SQLite).")]
@@ -58,37 +60,40 @@ def queue_command(
     """Add the masked rows of manifests to the review queue; rows already queued are left as they are."""
     from pipeline.review.queue import queue_manifests
 
-    store = Store(db, create=True)
-    added, known, problems = queue_manifests(store, manifests, root, tuple(status), order, mix, double,
-                                             gold_from, gold, gold_dir)
+    added, known, problems, data_root = queue_manifests(db, manifests, root, tuple(status), order, mix, double,
+                                                        gold_from, gold, gold_dir)
     for problem in problems:
         Console(stderr=True).print(f"[yellow]skipped:[/] {problem}")
     if added + known == 0:
-        raise UserError("nothing to queue")
-    console.print(f"queued {added} new items ({known} were already queued) in {db}; data root {store.data_root}")
+        raise UserError("nothing to queue" + ("" if db.exists() else f" ({db} was not created)"))
+    console.print(f"queued {added} new items ({known} were already queued) in {db}; data root {data_root}")
 
 
 def review_command(
     db: Db,
     port: Annotated[int, typer.Option(help="Port of the app.")] = 8501,
     host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps the app on this machine.")] = "127.0.0.1",
-    password: Annotated[Optional[str], typer.Option(envvar=PASSWORD_ENV, show_default=False,
-                                                    help="Ask for this password before reviewing.")] = None,
+    password: Annotated[bool, typer.Option("--password", help=f"Ask annotators for a password, typed here at a "
+                                                             f"prompt (or taken from ${PASSWORD_ENV}, which turns "
+                                                             "it on by itself); never on the command line, where "
+                                                             "`ps` shows it to every user.")] = False,
 ) -> None:
-    """Start the Streamlit accept/reject app on a review database."""
+    """Start the Streamlit accept/reject app on a review database; it stops when this command stops."""
     Store(db).close()
     env = dict(os.environ)
-    env.pop(PASSWORD_ENV, None)
-    if password:
-        env[PASSWORD_ENV] = password
+    if password and not env.get(PASSWORD_ENV):
+        env[PASSWORD_ENV] = typer.prompt("Password for the review app", hide_input=True, confirmation_prompt=True)
     command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", host,
                "--server.port", str(port), "--server.headless", "true", "--server.fileWatcherType", "none",
                "--server.runOnSave", "false", "--browser.gatherUsageStats", "false",
                "--client.toolbarMode", "minimal", "--", "--db", str(db.resolve())]
     console.print(f"review app on http://{host}:{port} (Ctrl+C stops it)")
+    server = start_child(command, env=env)
+    signal.signal(signal.SIGTERM, lambda *_: server.terminate())  # a SIGKILL is covered by start_child
     try:
-        raise typer.Exit(subprocess.call(command, env=env))
-    except KeyboardInterrupt:
+        raise typer.Exit(server.wait())
+    except KeyboardInterrupt:  # the server got the Ctrl+C too
+        server.wait()
         raise typer.Exit(0)
 
 

@@ -139,7 +139,7 @@ def review_steps(config: RunConfig, manifests: list[Path], after: tuple[str, ...
 
     def queue() -> str:
         with Store(db, create=True) as store:
-            added, known, problems = queue_manifests(store, manifests, root=config.out)
+            added, known, problems, _ = queue_manifests(store, manifests, root=config.out)
         return f"{added} new items, {known} already queued" + (f", {len(problems)} problems" if problems else "")
 
     def review() -> str:

@@ -32,6 +32,7 @@ from sinet_plus import manifest as mf
 from sinet_plus.errors import UserError
 from sinet_plus.files import file_hash
 from sinet_plus.imageio import IGNORE, ImageReadError, read_image, read_mask, read_pair
+from sinet_plus.processes import DiesWithParent
 from sinet_plus.stage import console
 from sinet_plus.torch_utils import autocast, pick_device, seed_everything
 
@@ -205,7 +206,7 @@ def score_teacher(predictor: Predictor, rows: mf.Manifest, long_side: int, batch
         workers: DataLoader processes reading the photos.
     """
     loader = DataLoader(_ValPhotos(rows, long_side), batch_size=batch_size, num_workers=workers,
-                        collate_fn=_columns)
+                        collate_fn=_columns, worker_init_fn=DiesWithParent())
     ious = []
     for resized, sizes, masks in loader:
         for prediction, mask in zip(predictor.predict(resized, sizes, mirror=False), masks):
@@ -253,7 +254,7 @@ def train_teacher(options: TrainOptions) -> dict:
     rows_hash = data_hash(mf.concat([train_rows, val_rows], root=train_rows.root))
     loader = DataLoader(MaskDataset(train_rows, train_augmentation(config.input_size), config),
                         batch_size=options.batch_size, shuffle=True, drop_last=len(train_rows) > options.batch_size,
-                        num_workers=options.workers, collate_fn=collate_readable,
+                        num_workers=options.workers, collate_fn=collate_readable, worker_init_fn=DiesWithParent(),
                         persistent_workers=options.workers > 0, pin_memory=device.type == "cuda")
     total_steps = max(1, options.epochs * len(loader))
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=1e-4)

@@ -10,11 +10,12 @@ journal, whose lines come in completion order, is left out). After each kill the
 process the killed command had started (pool or DataLoader workers) is still alive a few seconds later.
 
 Inputs are real full-body photos with masks from ../shared/data/fullbody, linked into a temporary folder; the
-teacher is the shipped ``sinet/weights/teacher-mnv3s.pt``. The script only kills processes it started (and,
-should any survive, their own children). It exits 1 when outputs differ or a worker outlived its parent.
+teacher is ``--teacher``, by default the shipped SINet ``sinet/weights/sinet-eg1800.pt`` (small and fixed, so the
+benchmark measures resuming, not whichever heavier teacher ``pseudo-label`` defaults to). The script only kills
+processes it started (and, should any survive, their own children). It exits 1 when outputs differ or a worker outlived its parent.
 
     .venv/bin/python bench/chaos_resume.py                              # 40 photos, 5 kills per stage
-    .venv/bin/python bench/chaos_resume.py --photos 300 --kills 20     # the figure in docs/run.md
+    .venv/bin/python bench/chaos_resume.py --photos 300 --kills 20     # the figure in docs/reliability.md
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SINET_SHARED", PROJECT.parent / "shared")) / "data" / "fullbody"
-TEACHER = PROJECT / "sinet" / "weights" / "teacher-mnv3s.pt"
+TEACHER = PROJECT / "sinet" / "weights" / "sinet-eg1800.pt"
 PIPELINE = str(Path(sys.executable).with_name("pipeline"))
 JOURNAL = ".journal.jsonl"
 START_UP_SHARE = 0.25
@@ -80,13 +81,13 @@ def link_inputs(folder: Path, count: int) -> Path:
 
 
 def stage_command(stage: str, inputs: Path, out: Path, workers: int, label_options: list[str]) -> list[str]:
-    """argv of one run of ``stage`` into ``out`` (``label_options``: extra options of pseudo-label)."""
+    """argv of one run of ``stage`` into ``out`` (``label_options``: pseudo-label's ``--teacher`` and extras)."""
     if stage == "crop-baidu":
         return [PIPELINE, "crop-baidu", str(inputs / "images"), str(inputs / "masks"), "--out", str(out),
                 "--workers", str(workers)]
     if stage == "pseudo-label":
-        return [PIPELINE, "pseudo-label", str(inputs / "images"), "--teacher", str(TEACHER), "--out", str(out),
-                "--workers", str(workers), "--batch-size", "4", "--device", "cpu", *label_options]
+        return [PIPELINE, "pseudo-label", str(inputs / "images"), "--out", str(out), "--workers", str(workers),
+                "--batch-size", "4", "--device", "cpu", *label_options]
     raise SystemExit(f"unknown stage {stage!r} (crop-baidu or pseudo-label)")
 
 
@@ -229,6 +230,8 @@ def main() -> None:
     parser.add_argument("--stages", default="crop-baidu,pseudo-label", help="comma-separated stages")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of each stage")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
+    parser.add_argument("--teacher", type=Path, default=TEACHER, help="pseudo-label's teacher checkpoint "
+                                                                       "(default: the shipped SINet)")
     parser.add_argument("--label-options", default="", help="extra options of pseudo-label, e.g. "
                                                              "'--no-faces --long-side 128' for a quick run")
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it (default: a "
@@ -241,7 +244,7 @@ def main() -> None:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         inputs = link_inputs(work / "inputs", args.photos)
-        label_options = args.label_options.split()
+        label_options = ["--teacher", str(args.teacher), *args.label_options.split()]
         results = [chaos(stage, inputs, work, args.photos, args.kills, args.workers, label_options, rng)
                    for stage in args.stages.split(",")]
     load = os.getloadavg()[0]

@@ -150,16 +150,21 @@ class Kill:
 
 
 def kill_at(argv: list[str], out: Path, items: int, delay: float, log: Path) -> Kill:
-    """Start the command; once it has journaled ``items`` more items (0: at once), wait ``delay`` seconds more and
-    SIGKILL it, unless it ended first."""
+    """Start the command; once it has journaled ``items`` more items, wait ``delay`` seconds more and SIGKILL it,
+    unless it ended first. With ``items`` 0 the kill falls in the start-up: ``delay`` seconds after the start or
+    as soon as the first item is journaled, whichever comes first (a start-up measured on a busier machine would
+    otherwise let the whole run finish)."""
     before = journaled(out)
     with open(log, "ab") as sink:
         process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT)
     workers: set[int] = set()
-    deadline = None
+    deadline = time.perf_counter() + delay if items == 0 else None
     while process.poll() is None and (deadline is None or time.perf_counter() < deadline):
         workers |= descendants(process.pid)
-        if deadline is None and journaled(out) >= before + items:
+        count = journaled(out)
+        if items == 0 and count > before:
+            break
+        if deadline is None and count >= before + items:
             deadline = time.perf_counter() + delay
         time.sleep(0.02)
     if process.poll() is not None:

@@ -103,7 +103,11 @@ def descendants(pid: int) -> set[int]:
     """Every live process below ``pid`` (read from /proc)."""
     found, stack = set(), [pid]
     while stack:
-        for task in Path(f"/proc/{stack.pop()}/task").glob("*"):
+        try:
+            tasks = list(Path(f"/proc/{stack.pop()}/task").iterdir())
+        except OSError:  # it exited meanwhile
+            continue
+        for task in tasks:
             try:
                 children = [int(child) for child in (task / "children").read_text().split()]
             except OSError:

@@ -8,6 +8,11 @@ Both keep their weights and activations in the channels-last (NHWC) memory forma
 so none of SINet's 52 small convolutions pays a layout reorder. On this 2-core CPU that made batch-1 inference
 about 1.3x faster (a training step is about as fast as in NCHW). Shapes, state-dict keys and values are
 unchanged; only strides differ, and NCHW inputs are accepted (converted on entry).
+
+In eval mode, when no gradient is recorded (``torch.inference_mode()`` / ``torch.no_grad()``), both run their
+fused inference graph (:mod:`sinet.fused`: BatchNorm and channel shuffle folded into the weights, same logits
+to float rounding), rebuilt whenever a weight changes. Training, and eval mode with autograd on, run the
+modules below as they are.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from torch import nn
 
 from sinet.blocks import BNPReLU, Conv, ConvBNPReLU, DSConvSE, S2Module
 from sinet.decoder import InformationBlockingDecoder
+from sinet.fused import drop_inference_graph, inference_graph
 
 CHANNELS_LAST = torch.channels_last
 
@@ -36,7 +42,34 @@ LEVEL3_BLOCKS = (((3, 1), (5, 1)), ((3, 1), (3, 1)), ((5, 1), (3, 2)), ((5, 2), 
 STEM_CHANNELS, LEVEL2_IN, LEVEL2_CHANNELS, LEVEL3_CHANNELS = 12, 16, 48, 96
 
 
-class SINetEncoder(nn.Module):
+class FusedInference(nn.Module):
+    """Base of the two SINet models: in eval mode without autograd, ``forward`` runs the fused graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_load_state_dict_post_hook(drop_inference_graph)
+
+    def runs_fused(self) -> bool:
+        """Whether this call should run the fused inference graph: eval mode and no gradient recorded."""
+        return not self.training and not torch.is_grad_enabled()
+
+    def train(self, mode: bool = True):
+        drop_inference_graph(self)
+        return super().train(mode)
+
+    def _apply(self, fn, recurse=True):
+        drop_inference_graph(self)  # .to(), .float(), ... may give the parameters new storage
+        return super()._apply(fn, recurse)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return inference_graph(self)(x) if self.runs_fused() else self.logits(x)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's own forward (the modules as trained)."""
+        raise NotImplementedError
+
+
+class SINetEncoder(FusedInference):
     """SINet encoder with its 1×1 classifier; on its own it is the stage-1 model (output at 1/8).
 
     Args:
@@ -77,11 +110,16 @@ class SINetEncoder(nn.Module):
         logits = self.classifier(self.BR3(torch.cat([down3, level3], 1)))
         return logits, level2
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The stage-1 logits at 1/8 through the modules as trained.
+
+        Args:
+            x: normalised images ``(N, 3, H, W)``.
+        """
         return self.features(x)[0]
 
 
-class SINet(nn.Module):
+class SINet(FusedInference):
     """SINet: encoder + information-blocking decoder; logits at the input resolution.
 
     Args:
@@ -95,6 +133,11 @@ class SINet(nn.Module):
         self.decoder = InformationBlockingDecoder(LEVEL2_CHANNELS, num_classes)
         self.to(memory_format=CHANNELS_LAST)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Full-resolution logits through the modules as trained.
+
+        Args:
+            x: normalised images ``(N, 3, H, W)``.
+        """
         coarse, detail = self.encoder.features(x)
         return self.decoder(coarse, detail)

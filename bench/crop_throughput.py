@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.crop import faces
+from pipeline import faces
 from pipeline.crop.stage import CropSettings, crop_photo, run
 from sinet_plus.imageio import read_image, read_mask, write_jpeg, write_mask
 

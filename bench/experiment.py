@@ -1,10 +1,16 @@
-"""Write the SINet vs SINet+ report (docs/experiment.md + PNG charts) from a finished `pipeline run` experiment.
+"""Write the SINet vs SINet+ report (docs/experiment.md + PNG charts) from a finished ``make experiment`` run.
 
     python bench/experiment.py runs/experiment --docs docs
 
-Reads what the run wrote: ``sinet-base/`` and ``sinet-plus/`` (``eval.json``, ``metrics.csv``, ``config.json``),
-``curated.csv`` (what the review accepted), the per-source stage manifests and ``.run/*.json`` (step times).
-Prints the comparison table too. Every figure in the report comes from these files.
+Reads what ``pipeline run configs/experiment.toml`` wrote: one folder per arm and seed (``<arm>-s<seed>/``:
+``eval.json`` on EG1800 val with per-photo scores and the rotation table, ``metrics.csv``, ``config.json``), the
+arms' training data (``arms/<arm>.csv``), the per-source stage manifests and ``.run/*.json`` (step times).
+
+Statistics: every arm starts from the same checkpoint and makes the same number of optimizer steps; the first
+arm (no curated data) is the baseline. An arm's gain is the mean over val photos of (its seed-mean IoU minus
+the baseline's seed-mean IoU). Its 95 % interval comes from a paired bootstrap that resamples the val photos
+(the same photos for both arms) and, independently per arm, the seeds: so it covers both the photos' and the
+seeds' variation. The headline claims a gain or a loss only where the interval excludes zero.
 """
 
 from __future__ import annotations
@@ -12,120 +18,117 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+import re
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from sinet_plus import manifest as mf  # noqa: E402
 from sinet_plus.files import atomic_path, write_text_atomic  # noqa: E402
 
-MODELS = {"sinet-base": "SINet (EG1800 train)", "sinet-plus": "SINet+ (EG1800 train + curated)"}
-METRICS = {"iou": "IoU (official)", "miou": "mIoU (2-class)", "boundary_f1": "boundary F1"}
+RUN_NAME = re.compile(r"^(?P<arm>.+)-s(?P<seed>\d+)$")
+ROTATIONS = ("25", "45", "75", "90")
 PAPER = "paper: SINet 94.81 → SINet+ 95.29 IoU after 600 epochs; the authors' SINet+ weights score 94.90 here"
+BOOTSTRAP_ROUNDS = 10000
 
 
-def load_model(run: Path, model: str) -> dict:
-    folder = run / model
-    return {"eval": json.loads((folder / "eval.json").read_text()),
-            "metrics": pd.read_csv(folder / "metrics.csv"),
-            "config": json.loads((folder / "config.json").read_text()),
-            "train_rows": sum(len(mf.select(mf.load(m), split="train", with_mask=True))
-                              for m in json.loads((folder / "config.json").read_text())["manifests"])}
-
-
-def score_rows(models: dict[str, dict]) -> pd.DataFrame:
-    """One row per model and condition (224, photo size, rotations), one column per metric."""
+def load_runs(run: Path) -> pd.DataFrame:
+    """One row per arm and seed: scores on val (224, photo size, rotations), training figures, per-photo IoU."""
     rows = []
-    for model, data in models.items():
-        report = data["eval"]
-        conditions = {"at 224x224": report, "at photo size": report["full_resolution"],
-                      **{f"rotated ±{limit}°": scores for limit, scores in report["rotations"].items()}}
-        for condition, scores in conditions.items():
-            rows.append({"model": MODELS[model], "condition": condition,
-                         **{name: round(scores[key], 2) for key, name in METRICS.items()}})
+    for folder in sorted(run.iterdir()):
+        match = RUN_NAME.match(folder.name)
+        if not match or not (folder / "eval.json").is_file():
+            continue
+        report = json.loads((folder / "eval.json").read_text())
+        metrics = pd.read_csv(folder / "metrics.csv")
+        config = json.loads((folder / "config.json").read_text())
+        best = metrics[metrics["selected"].astype(bool)].iloc[-1]
+        rows.append({
+            "arm": match["arm"], "seed": int(match["seed"]), "iou": report["iou"], "miou": report["miou"],
+            "boundary_f1": report["boundary_f1"], "iou_photo_size": report["full_resolution"]["iou"],
+            **{f"iou_rot{limit}": report["rotations"][limit]["iou"] for limit in ROTATIONS
+               if limit in report.get("rotations", {})},
+            "selected_epoch": int(best["epoch"]), "selection_iou": float(best["val_iou"]),
+            "epochs": len(metrics), "steps": int(np.ceil(config["epoch_size"] / config["stage2_batch"])) * len(metrics)
+            if config.get("epoch_size") else None,
+            "train_minutes": metrics["train_seconds"].sum() / 60,
+            "images_per_second": float(np.median(metrics["images_per_second"])),
+            "load": float(metrics["load_average"].median()) if "load_average" in metrics else float("nan"),
+            "config": config,
+            "per_photo": {p["id"]: p["iou"] for p in report["per_image"]}})
+    if not rows:
+        raise SystemExit(f"{run}: no finished <arm>-s<seed>/eval.json to report on")
     return pd.DataFrame(rows)
 
 
-def data_rows(run: Path) -> pd.DataFrame:
-    """Per source: photos in, crops or masks made, items accepted (by whom)."""
-    curated = mf.read_manifest(run / "curated.csv").frame
+def per_photo_matrix(runs: pd.DataFrame, arm: str, photos: list[str]) -> np.ndarray:
+    """Seeds x photos IoU of one arm."""
+    return np.array([[row["per_photo"][p] for p in photos] for _, row in runs[runs["arm"] == arm].iterrows()])
+
+
+def bootstrap_gain(arm: np.ndarray, base: np.ndarray, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0
+                   ) -> tuple[float, float, float]:
+    """Gain (mean over photos of seed-mean differences) and its 95 % paired bootstrap interval.
+
+    Args:
+        arm: seeds x photos IoU of the arm.
+        base: seeds x photos IoU of the baseline (same photo order).
+        rounds: bootstrap resamples.
+        seed: seed of the resampling.
+    """
+    rng = np.random.default_rng(seed)
+    gain = float(arm.mean(0).mean() - base.mean(0).mean())
+    photos = arm.shape[1]
+    values = np.empty(rounds)
+    for index in range(rounds):
+        pick = rng.integers(0, photos, photos)
+        arm_seeds = rng.integers(0, len(arm), len(arm))
+        base_seeds = rng.integers(0, len(base), len(base))
+        values[index] = arm[arm_seeds][:, pick].mean() - base[base_seeds][:, pick].mean()
+    low, high = np.percentile(values, [2.5, 97.5])
+    return gain, float(low), float(high)
+
+
+def verdict(name: str, gain: float, low: float, high: float) -> str:
+    """What the interval supports, in words."""
+    interval = f"{gain:+.2f} IoU (95 % interval {low:+.2f} to {high:+.2f})"
+    if low > 0:
+        return f"**{name} improves on EG1800 alone: {interval}.**"
+    if high < 0:
+        return f"**{name} does worse than EG1800 alone: {interval}.**"
+    return f"**{name}: no difference the interval can support, {interval}.**"
+
+
+def data_rows(run: Path, arms: list[str]) -> pd.DataFrame:
+    """Per arm: its training rows (the datasets' train rows plus the accepted items)."""
     rows = []
-    for source in sorted(p.name for p in run.iterdir() if (p / "crops" / "manifest.csv").is_file()):
-        crops = mf.read_manifest(run / source / "crops" / "manifest.csv").frame
-        generated = run / source / "pseudo" / "manifest.csv"
-        made = mf.read_manifest(generated).frame if generated.is_file() else crops
-        kept = curated[curated["id"].isin(made["id"])] if len(made) else curated.iloc[:0]
-        skipped = pd.read_csv(run / source / "crops" / "skipped.csv", dtype=str)
-        photos = crops["origin_stem"].nunique() if len(crops) else 0
-        rows.append({"source": source, "photos with a crop": photos,
-                     "photos skipped (reasons)": ", ".join(f"{n} {why}" for why, n in
-                                                           skipped["reason"].value_counts().items()),
-                     "crops": len(crops),
-                     "masks": "teacher" if generated.is_file() else "human", "reviewed items": len(made),
-                     "accepted": len(kept),
-                     "accepted by": ", ".join(f"{n} {who}" for who, n in kept["reviewer"].value_counts().items())})
+    for arm in arms:
+        extra = mf.read_manifest(run / "arms" / f"{arm}.csv").frame if (run / "arms" / f"{arm}.csv").is_file() \
+            else pd.DataFrame(columns=["source", "reviewer"])
+        rows.append({"arm": arm, "accepted items added": len(extra),
+                     "by source": ", ".join(f"{n} {s}" for s, n in extra["source"].value_counts().items()) or "—"})
     return pd.DataFrame(rows)
 
 
-def epoch_rows(models: dict[str, dict]) -> pd.DataFrame:
-    """Validation IoU (EG1800 val, 224) after every epoch of each run, with its training images/s."""
+def source_rows(run: Path) -> pd.DataFrame:
+    """Per photo source: photos, crops, masks checked or made, and how many the teacher's rule accepted."""
     rows = []
-    for model, data in models.items():
-        for row in data["metrics"].itertuples(index=False):
-            rows.append({"model": MODELS[model], "stage": row.stage, "epoch": row.epoch,
-                         "val IoU": round(row.val_iou, 2), "val boundary F1": round(row.val_boundary_f1, 2),
-                         "train images/s": round(row.images_per_second, 1),
-                         "train minutes": round(row.train_seconds / 60, 1)})
+    for folder in sorted(p for p in run.iterdir() if (p / "crops" / "manifest.csv").is_file()):
+        crops = mf.read_manifest(folder / "crops" / "manifest.csv").frame
+        reviewed = next((folder / name / "manifest.csv" for name in ("checked", "pseudo")
+                         if (folder / name / "manifest.csv").is_file()), None)
+        frame = mf.read_manifest(reviewed).frame if reviewed else crops.iloc[:0]
+        accepted = frame["auto_accept"].astype(str).str.lower().eq("true").sum() if "auto_accept" in frame else 0
+        rows.append({"source": folder.name, "photos with a crop": crops["origin_stem"].nunique() if len(crops) else 0,
+                     "crops": len(crops), "masks": "human, checked by the teacher" if reviewed and
+                     reviewed.parent.name == "checked" else "teacher", "auto-accepted": int(accepted)})
     return pd.DataFrame(rows)
-
-
-def step_times(run: Path) -> pd.DataFrame:
-    records = [{"step": p.stem, **json.loads(p.read_text())} for p in (run / ".run").glob("*.json")]
-    records.sort(key=lambda r: r.get("finished") or r.get("started") or 0)
-    return pd.DataFrame([{"step": r["step"], "status": r.get("status"), "seconds": r.get("seconds")}
-                         for r in records])
-
-
-def plot_scores(scores: pd.DataFrame, path: Path) -> None:
-    """Bars: the three metrics at 224; lines: IoU against the rotation limit."""
-    figure, (bars, lines) = plt.subplots(1, 2, figsize=(12, 4.5))
-    at224 = scores[scores["condition"] == "at 224x224"].set_index("model")[list(METRICS.values())]
-    at224.T.plot.bar(ax=bars, rot=0, ylim=(max(0, at224.values.min() - 10), 100))
-    bars.set_title("EG1800 val at 224x224")
-    for container in bars.containers:
-        bars.bar_label(container, fmt="%.2f", fontsize=8)
-    for model, group in scores.groupby("model", sort=False):
-        rotated = group[group["condition"].str.startswith("rotated")]
-        limits = [0] + [int(c.split("±")[1].rstrip("°")) for c in rotated["condition"]]
-        lines.plot(limits, [group.iloc[0][METRICS["iou"]], *rotated[METRICS["iou"]]], marker="o", label=model)
-    lines.set(xlabel="random rotation within ± degrees (0 = none)", ylabel="IoU (official)",
-              title="rotation robustness")
-    lines.legend()
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=110)
-    plt.close(figure)
-
-
-def plot_curves(models: dict[str, dict], path: Path) -> None:
-    """Validation IoU per epoch of both runs, stage 1 (encoder) and stage 2 (full model)."""
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for stage, ax in zip((1, 2), axes):
-        for model, data in models.items():
-            rows = data["metrics"][data["metrics"]["stage"] == stage]
-            if "val_iou" in rows:
-                ax.plot(rows["epoch"], rows["val_iou"], marker=".", label=MODELS[model])
-        ax.set(xlabel="epoch", ylabel="val IoU", title=f"stage {stage}" + (" (encoder, 1/8 labels)" if stage == 1
-                                                                            else " (full model)"))
-        ax.legend()
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=110)
-    plt.close(figure)
 
 
 def table(frame: pd.DataFrame) -> str:
@@ -136,84 +139,102 @@ def table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
-def budget_line(models: dict[str, dict]) -> str:
-    config = models["sinet-plus"]["config"]
-    epochs = {m: {s: int(d["metrics"].loc[d["metrics"]["stage"] == s, "epoch"].max())
-                  for s in (1, 2) if (d["metrics"]["stage"] == s).any()} for m, d in models.items()}
-    seconds = {m: d["metrics"]["train_seconds"].sum() / 60 for m, d in models.items()}
-    return (f"time budget {config.get('time_budget')} min per model (stage 1 share {config.get('stage1_share')}), "
-            f"{config.get('threads')} torch thread, {config.get('workers')} loader worker, seed {config.get('seed')}, "
-            f"input {config.get('size')}x{config.get('size')}, compile {config.get('compile')}; epochs run: "
-            + "; ".join(f"{MODELS[m]}: stage 1 {e.get(1)}, stage 2 {e.get(2)} ({seconds[m]:.1f} min of training steps)"
-                        for m, e in epochs.items()))
+def machine_line() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else ""
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    simd = "AVX-512 with bf16" if "avx512_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2"
+    return f"{model} ({simd}), {os.cpu_count()} cores, no GPU"
 
 
-def write_report(run: Path, docs: Path, notes: list[str] = ()) -> str:
-    models = {model: load_model(run, model) for model in MODELS}
-    scores = score_rows(models)
-    docs.mkdir(parents=True, exist_ok=True)
-    plot_scores(scores, docs / "experiment-scores.png")
-    plot_curves(models, docs / "experiment-curves.png")
-    at224 = scores[scores["condition"] == "at 224x224"].set_index("model")
-    delta = at224.loc[MODELS["sinet-plus"], METRICS["iou"]] - at224.loc[MODELS["sinet-base"], METRICS["iou"]]
-    rows = {m: d["train_rows"] for m, d in models.items()}
-    images = models["sinet-plus"]["eval"]["images"]
-    text = f"""# SINet vs SINet+: does the pipeline's curated data help? (generated by `bench/experiment.py`)
+def plot(runs: pd.DataFrame, arms: list[str], gains: dict[str, tuple], path: Path) -> None:
+    figure, (scores, rotated) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for index, arm in enumerate(arms):
+        values = runs.loc[runs["arm"] == arm, "iou"]
+        scores.scatter([index] * len(values), values, color="C0", s=18)
+        scores.hlines(values.mean(), index - 0.25, index + 0.25, color="C1")
+        if arm in gains:
+            scores.annotate(f"{gains[arm][0]:+.2f}\n[{gains[arm][1]:+.2f}, {gains[arm][2]:+.2f}]",
+                            (index, values.max()), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
+    scores.set_xticks(range(len(arms)), arms)
+    scores.set(ylabel="EG1800 val IoU at 224 (official)", title="per seed (dots), mean (bar); gain vs first arm")
+    limits = [0, *map(int, ROTATIONS)]
+    for arm in arms:
+        group = runs[runs["arm"] == arm]
+        rotated.plot(limits, [group["iou"].mean(), *[group[f"iou_rot{r}"].mean() for r in ROTATIONS]], marker="o",
+                     label=arm)
+    rotated.set(xlabel="random rotation within ± degrees", ylabel="IoU (seed mean)", title="rotation robustness")
+    rotated.legend()
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=110)
+    plt.close(figure)
 
-**Result, with a small CPU budget: SINet+ {'+' if delta >= 0 else ''}{delta:.2f} IoU against SINet on EG1800 val**
-({at224.loc[MODELS['sinet-base'], METRICS['iou']]:.2f} → {at224.loc[MODELS['sinet-plus'], METRICS['iou']]:.2f}).
-For scale, {PAPER}.
 
-Budget: {budget_line(models)}. The config starts the two trainings **at the same time** (so that they share the
-machine's load equally; see the notes for whether they did) on a 2-core VM that other jobs were loading too; with a time budget, the faster run on a quieter
-moment gets more epochs, so small differences are within the noise of this set-up (one seed, 132 val photos).
-
-## How it was made (one command)
-
-```
-make experiment          # = pipeline run configs/experiment.toml, then python bench/experiment.py {run}
-```
-
-`configs/experiment.toml` runs: import EG1800 and the full-body set → train the small DeepLabV3+ teacher →
-`crop-baidu` on `fullbody` (human-made masks) → the teacher masks the `fullbody-unlabeled` photos for cropping,
-`crop-baidu` crops them, the teacher pseudo-labels the crops (quality signals, `priority`) → everything is
-queued in the review store → **unattended auto-accept** (crops of human-made masks are accepted; pseudo-labels
-with `priority` ≤ the threshold are accepted as reviewer `auto`, the rest stay queued for people) → `curated.csv`
-→ `sinet train` twice, concurrently: on EG1800 train ({rows['sinet-base']} rows) and on EG1800 train + curated
-({rows['sinet-plus']} rows) → `sinet eval --rotations` on EG1800 val.
-
-## Data the pipeline produced
-
-{table(data_rows(run))}
-
-## Scores on EG1800 val ({images} photos)
-
-{table(scores)}
-
-![scores](experiment-scores.png)
-
-![curves](experiment-curves.png)
-
-## Every epoch (validation on EG1800 val at 224; the selected epoch is the best after 60 % of the plan)
-
-{table(epoch_rows(models))}
-
-## Step times of the run (seconds, this machine, shared with other jobs)
-
-{table(step_times(run))}
-""" + ("\n## Notes on this run\n\n" + "\n".join(f"- {note}" for note in notes) + "\n" if notes else "")
+def report(run: Path, docs: Path) -> str:
+    runs = load_runs(run)
+    arms = list(dict.fromkeys(runs["arm"]))
+    base = arms[0]
+    photos = sorted(runs.iloc[0]["per_photo"])
+    base_matrix = per_photo_matrix(runs, base, photos)
+    gains = {arm: bootstrap_gain(per_photo_matrix(runs, arm, photos), base_matrix) for arm in arms[1:]}
+    plot(runs, arms, gains, docs / "experiment-scores.png")
+    config = runs.iloc[0]["config"]
+    seeds = runs.groupby("arm")["seed"].nunique()
+    steps = runs.groupby("arm")["steps"].first()
+    per_seed = runs[["arm", "seed", "iou", "miou", "boundary_f1", "iou_photo_size",
+                     *[f"iou_rot{r}" for r in ROTATIONS], "selected_epoch", "selection_iou"]].round(2)
+    per_seed.columns = ["arm", "seed", "IoU", "mIoU", "boundary F1", "IoU photo size",
+                        *[f"IoU ±{r}°" for r in ROTATIONS], "selected epoch", "holdout IoU"]
+    numeric = runs[["iou", "miou", "boundary_f1", "iou_photo_size", *[f"iou_rot{r}" for r in ROTATIONS]]]
+    summary = numeric.groupby(runs["arm"], sort=False).agg(["mean", "std"])
+    summary_rows = [{"arm": arm, "seeds": int(seeds[arm]),
+                     **{name: f"{summary.loc[arm, (col, 'mean')]:.2f} ± {summary.loc[arm, (col, 'std')]:.2f}"
+                        for col, name in (("iou", "IoU"), ("miou", "mIoU"), ("boundary_f1", "boundary F1"),
+                                          ("iou_photo_size", "IoU photo size"), ("iou_rot45", "IoU ±45°"))},
+                     "gain vs " + base: "—" if arm == base else
+                     f"{gains[arm][0]:+.2f} [{gains[arm][1]:+.2f}, {gains[arm][2]:+.2f}]"} for arm in arms]
+    lines = [
+        "# SINet vs SINet+: does the pipeline's curated data help? (generated by `bench/experiment.py`)", "",
+        *[verdict(f"`{arm}`", *gains[arm]) for arm in arms[1:]], "",
+        f"For scale, {PAPER}. Every figure below is EG1800 val (132 photos), which no step of the experiment "
+        "trained, selected or calibrated on.", "",
+        "## Set-up", "",
+        f"- Arms: {', '.join(f'`{a}`' for a in arms)}; every arm starts from the same checkpoint "
+        f"(`{Path(config['init']).name}`) and fine-tunes stage 2 with the same options: "
+        f"{config['stage2_epochs']} epochs of {config.get('epoch_size')} samples (batch {config['stage2_batch']}, "
+        f"{int(steps.iloc[0]) if steps.iloc[0] == steps.iloc[0] else '?'} optimizer steps for every run), "
+        f"LR {config['lr']} with the official milestones, seeds {sorted(runs['seed'].unique().tolist())}.",
+        f"- Model selection: the best epoch (from {config['select_from']:.0%} of E on) on split "
+        f"`{config['val_split']}` of the training dataset — EG1800 train photos kept out of training — never on val.",
+        f"- Machine: {machine_line()}; {config.get('threads') or 'default'} torch thread(s) per run, two runs at a "
+        f"time; training {runs['train_minutes'].median():.1f} min per run (median), "
+        f"{runs['images_per_second'].median():.1f} images/s, 1-minute load average "
+        f"{runs['load'].median():.1f} (median over epochs).", "",
+        "## Results", "",
+        table(pd.DataFrame(summary_rows)), "",
+        "Mean ± standard deviation over seeds; the gain's interval is the paired bootstrap described in "
+        "`bench/experiment.py` (photos and seeds resampled).", "",
+        "![scores](experiment-scores.png)", "",
+        "### Per seed", "", table(per_seed), "",
+        "### Training data", "", table(data_rows(run, arms)), "",
+    ]
+    sources = source_rows(run)
+    if len(sources):
+        lines += ["### What the pipeline produced", "", table(sources), ""]
+    lines += ["## How it was made (one command)", "", "```", "make experiment   # = pipeline run "
+              "configs/experiment.toml, then python bench/experiment.py runs/experiment --docs docs", "```", ""]
+    text = "\n".join(lines)
     write_text_atomic(docs / "experiment.md", text)
-    return table(scores)
+    return text
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="the experiment's output folder (runs/experiment)")
-    parser.add_argument("--docs", type=Path, default=Path("docs"), help="where experiment.md and the PNGs go")
-    parser.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeat)")
+    parser.add_argument("--docs", type=Path, default=Path("docs"), help="where experiment.md and the PNG go")
     args = parser.parse_args()
-    print(write_report(args.run, args.docs, args.note))
-    print(f"wrote {os.path.join(args.docs, 'experiment.md')}")
+    print(report(args.run, args.docs))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pipeline.crop.faces import DetectorSettings, FaceDetector
+from pipeline.faces import DetectorSettings, FaceDetector
 from sinet_plus.imageio import read_image
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eg1800"

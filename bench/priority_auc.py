@@ -28,7 +28,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from pipeline.teacher.pseudo_label import LabelOptions, pseudo_label
-from pipeline.teacher.train import photo_iou
+from sinet.metrics import foreground_iou
 from sinet_plus import manifest as mf
 from sinet_plus.imageio import read_mask
 
@@ -77,8 +77,7 @@ def scored(out_dir: Path, truth_dir: Path, unknown_value: int | None) -> pd.Data
     ious = []
     for stem, mask_path in zip(frame["origin_stem"], manifest.paths("mask")):
         truth = read_mask(truth_dir / f"{stem}.png", unknown_value=unknown_value)
-        predicted = read_mask(mask_path).astype(np.float32)
-        ious.append(photo_iou(predicted, truth))
+        ious.append(foreground_iou(read_mask(mask_path), truth))
     frame["iou"] = ious
     return frame
 

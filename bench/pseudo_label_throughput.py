@@ -6,7 +6,7 @@ local engine, then on the Ray engine (``start_local_ray(num_cpus=...)`` once, be
 timed in "overall"; "steady" counts the batches between the first and the last, so start-up and the local
 engine's one-batch overlap at the end are left out — for Ray still an upper bound, as outputs reach the driver in
 blocks). Each stage round writes to a fresh folder. Ratios are to the bare forward of the same round, then the
-median over rounds. Run it with and without ``--no-flip``: with the mirror pass the bare forward also runs on the
+median over rounds. Run it with and without ``--no-mirror``: with the mirror pass the bare forward also runs on the
 mirrored batch.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/pseudo_label_throughput.py --teacher runs/teacher/mnv2-256.pt
@@ -25,8 +25,8 @@ import torch
 
 from pipeline.teacher.checkpoint import load_teacher
 from pipeline.teacher.inference import Predictor, resize_for_model
-from pipeline.teacher.pseudo_label import Labeler, LabelOptions, plan_items, run_local
-from pipeline.teacher.ray_engine import run_ray, start_local_ray
+from pipeline.teacher.pseudo_label import Labeler, LabelOptions, plan_items, run_local, run_on_ray
+from pipeline.teacher.ray_engine import start_local_ray
 from sinet_plus.imageio import list_photos, read_image
 from sinet_plus.stage import run_stage
 
@@ -62,7 +62,7 @@ def stage(folder: Path, teacher: Path, out: Path, options: LabelOptions, engine:
     stamps: list[float] = []
     started = time.perf_counter()
     if engine == "ray":
-        outcomes = run_ray(teacher, out, items, options)
+        outcomes = run_on_ray(teacher, out, items, options)
     else:
         outcomes = run_local(Labeler(teacher, out, options), items, options)
 
@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--no-flip", dest="flip", action="store_false")
+    parser.add_argument("--no-mirror", dest="mirror", action="store_false")
     parser.add_argument("--engines", default="local,ray")
     parser.add_argument("--ray-cpus", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
@@ -102,7 +102,7 @@ def main() -> None:
     photos = list_photos(folder)
     teacher = load_teacher(args.teacher)
     predictor = Predictor(teacher.model, teacher.config, torch.device("cpu"))
-    options = LabelOptions(long_side=args.long_side, mirror=args.flip, batch_size=args.batch_size,
+    options = LabelOptions(long_side=args.long_side, mirror=args.mirror, batch_size=args.batch_size,
                            workers=args.workers, device="cpu")
     engines = args.engines.split(",")
     if "ray" in engines:
@@ -111,7 +111,7 @@ def main() -> None:
     ratios: dict[str, list[float]] = {}
     for round_index in range(args.rounds):
         for engine in engines:
-            bare = bare_forward(predictor, photos, args.long_side, args.batch_size, args.flip)
+            bare = bare_forward(predictor, photos, args.long_side, args.batch_size, args.mirror)
             overall, steady = stage(folder, args.teacher, args.out / f"{engine}-{round_index}", options, engine)
             speeds["bare"].append(bare)
             for kind, speed in (("overall", overall), ("steady", steady)):
@@ -121,7 +121,7 @@ def main() -> None:
                   f"overall, {steady:.3f} img/s steady; ratios {overall / bare:.2f}, {steady / bare:.2f}", flush=True)
     shape = resize_for_model(np.zeros((800, 600, 3), np.uint8), args.long_side).shape[:2]
     print(f"\n{len(photos)} photos, batch {args.batch_size}, model input {shape[0]}x{shape[1]} "
-          f"({teacher.config.encoder}), flip {'on' if args.flip else 'off'}, {args.threads} torch thread(s), "
+          f"({teacher.config.encoder}), mirror {'on' if args.mirror else 'off'}, {args.threads} torch thread(s), "
           f"{args.workers} loader(s), {args.rounds} rounds")
     for name, values in speeds.items():
         ratio = (f", median ratio to the bare forward of its round {statistics.median(ratios[name]):.2f} "

@@ -1,10 +1,10 @@
 """Training throughput of both SINet stages on real EG1800 photos through the real DataLoader and augmentation.
 
-Prints images/s per stage (median over interleaved rounds) from :func:`sinet.train.training_throughput`: full
-optimizer steps (forward, class-weighted boundary loss, backward, Adam) on batches of 36 (stage 1) and 24
+Prints images/s per stage (median over interleaved rounds) from :func:`sinet.training_bench.training_throughput`:
+full optimizer steps (forward, class-weighted boundary loss, backward, Adam) on batches of 36 (stage 1) and 24
 (stage 2). Next to it, the same steps on random tensors (no decoding, no augmentation: how the authors' figures
-were taken), so the ratio says what the data pipeline costs even when the machine is busy. Target: >= 30 img/s
-in stage 2 with 2 threads; the authors' code does ~21.6 (stage 2) and ~25.7 (stage 1) here on random tensors.
+were taken), so the ratio says what the data pipeline costs even when the machine is busy. Target: >= 30 img/s in
+stage 2 with 2 threads; the authors' code does ~21.6 (stage 2) and ~25.7 (stage 1) here on random tensors.
 
     .venv/bin/pipeline manifest import-eg1800 ../shared/data/eg1800 --out manifests/eg1800.csv
     .venv/bin/python bench/train_throughput.py --manifest manifests/eg1800.csv --threads 2
@@ -20,7 +20,10 @@ import time
 import torch
 
 from sinet.loss import BoundaryAwareLoss, class_weights
-from sinet.train import TrainConfig, build_model, make_optimizer, train_step, training_throughput
+from sinet.training.config import TrainConfig
+from sinet.training.optim import make_optimizer
+from sinet.training.steps import fresh_model, train_step
+from sinet.training_bench import training_throughput
 
 
 def random_tensor_throughput(stage: int, batches: int, threads: int) -> float:
@@ -28,7 +31,7 @@ def random_tensor_throughput(stage: int, batches: int, threads: int) -> float:
     torch.set_num_threads(threads)
     config = TrainConfig(manifests=[], out="")
     batch, side = config.batch(stage), 224 // (8 if stage == 1 else 1)
-    model = build_model(stage, 0)
+    model = fresh_model(stage, 0)
     optimizer, _ = make_optimizer(model, config, config.epochs(stage))
     criterion = BoundaryAwareLoss(config.band(stage), config.boundary_weight, class_weights([3, 1]))
     scaler = torch.amp.GradScaler("cpu", enabled=False)

@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from pipeline import run_commands
 from pipeline.crop import commands as crop_commands
 from pipeline.importers import ImportResult, import_eg1800, import_folder
 from pipeline.review import commands as review_commands
+from pipeline.run import commands as run_commands
 from pipeline.teacher import commands as teacher_commands
 from sinet_plus import manifest as mf
 from sinet_plus.cli import new_app, version_option
@@ -59,9 +59,12 @@ def import_eg1800_command(
     folder: Annotated[Path, typer.Argument(help="EG1800 folder with images/, masks/ and split.csv.")],
     out: Annotated[Path, typer.Option(help="Manifest to write (.csv or .parquet).")],
     strict: Annotated[bool, typer.Option(help="Exit non-zero if any file was skipped.")] = False,
+    holdout: Annotated[int, typer.Option(help="Move this many random train rows to split 'holdout' (to select "
+                                              "models on without touching val).")] = 0,
+    holdout_seed: Annotated[int, typer.Option(help="Seed of the holdout draw.")] = 0,
 ) -> None:
     """Import EG1800 (images/, masks/, split.csv) as a manifest of accepted human-made masks."""
-    _finish_import(import_eg1800(folder, out), out, strict)
+    _finish_import(import_eg1800(folder, out, holdout, holdout_seed), out, strict)
 
 
 @manifest_app.command("import-folder")

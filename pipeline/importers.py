@@ -11,7 +11,7 @@ from PIL import Image, UnidentifiedImageError
 
 from sinet_plus.errors import PathError
 from sinet_plus.imageio import list_photos
-from sinet_plus.manifest import Manifest, new_rows
+from sinet_plus.manifest import Manifest, hold_out, new_rows
 
 
 @dataclass
@@ -80,8 +80,10 @@ def read_split_file(path: str | os.PathLike) -> dict[str, str]:
     return dict(zip(table["stem"], table["split"]))
 
 
-def import_eg1800(folder: str | os.PathLike, out: str | os.PathLike) -> ImportResult:
-    """EG1800 as laid out in ``folder``: ``images/*.jpg``, ``masks/*.png`` and ``split.csv``."""
+def import_eg1800(folder: str | os.PathLike, out: str | os.PathLike, holdout: int = 0,
+                  holdout_seed: int = 0) -> ImportResult:
+    """EG1800 as laid out in ``folder``: ``images/*.jpg``, ``masks/*.png`` and ``split.csv``; with ``holdout``,
+    that many train rows move to split ``holdout`` (:func:`~sinet_plus.manifest.hold_out`)."""
     folder = Path(folder)
     for part in ("images", "masks", "split.csv"):
         if not (folder / part).exists():
@@ -89,7 +91,9 @@ def import_eg1800(folder: str | os.PathLike, out: str | os.PathLike) -> ImportRe
     splits = read_split_file(folder / "split.csv")
     photos = [p for p in list_photos(folder / "images") if p.stem in splits]
     root = Path(out).parent.resolve()
-    return _pair_rows(photos, folder / "masks", root, "eg1800", splits, "train", require_mask=True)
+    result = _pair_rows(photos, folder / "masks", root, "eg1800", splits, "train", require_mask=True)
+    result.manifest = hold_out(result.manifest, holdout, holdout_seed)
+    return result
 
 
 def import_folder(images: str | os.PathLike, masks: str | os.PathLike | None, out: str | os.PathLike,

@@ -8,6 +8,7 @@ in :mod:`sinet_plus.cli`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,6 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sinet.training.config import TrainConfig
+from sinet.weights import SINET
 from sinet_plus.cli import new_app, version_option
 from sinet_plus.errors import PathError, UserError
 
@@ -23,7 +26,11 @@ console = Console()
 app = new_app("SINet: train, evaluate, predict, export and benchmark.")
 Version = version_option("sinet")
 
-WeightsOption = Annotated[Path, typer.Option("--weights", help="Official SINet.pth or a sinet-plus checkpoint.")]
+TRAIN = TrainConfig(manifests=[], out="")
+"""The defaults of ``sinet train``."""
+
+WeightsOption = Annotated[Path, typer.Option("--weights", help="Official SINet.pth or a sinet-plus checkpoint "
+                                                              "(default: the shipped SINet, sinet/weights/).")]
 
 
 @app.callback()
@@ -62,7 +69,7 @@ def _score_table(title: str, rows: dict[str, dict]) -> Table:
     return table
 
 
-# ---- train: the `sinet train` command is added here (sinet/train.py owns its core) ----
+# ---- train: the `sinet train` command (sinet/training/ owns its core) ----
 
 @app.command("train")
 def train_command(
@@ -72,75 +79,84 @@ def train_command(
                                                                 "(not needed with --resume).")] = None,
     val_manifest: Annotated[Optional[list[Path]], typer.Option(help="Validation manifest(s) "
                                                                     "(default: the training ones).")] = None,
-    split: Annotated[str, typer.Option(help="Training split.")] = "train",
-    val_split: Annotated[str, typer.Option(help="Validation split (model selection).")] = "val",
+    split: Annotated[str, typer.Option(help="Training split.")] = TRAIN.split,
+    val_split: Annotated[str, typer.Option(help="Validation split (model selection).")] = TRAIN.val_split,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from last.pt.")] = False,
-    stage: Annotated[Optional[list[int]], typer.Option(help="Stage(s) to run (default 1 then 2).")] = None,
+    stage: Annotated[Optional[list[int]], typer.Option(help="Stage(s) to run (repeat; default: "
+                                                            f"{' then '.join(map(str, TRAIN.stages))}).")] = None,
     encoder: Annotated[Optional[Path], typer.Option(help="Stage-1 checkpoint for --stage 2 alone.")] = None,
     init: Annotated[Optional[Path], typer.Option(help="SINet checkpoint starting --stage 2 alone (fine-tuning "
                                                       "or a warm restart with a new schedule).")] = None,
-    stage1_epochs: Annotated[int, typer.Option(help="Stage-1 epochs E.")] = 300,
-    stage2_epochs: Annotated[int, typer.Option(help="Stage-2 epochs E.")] = 300,
-    stage1_batch: Annotated[int, typer.Option(help="Stage-1 batch size.")] = 36,
-    stage2_batch: Annotated[int, typer.Option(help="Stage-2 batch size.")] = 24,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 5e-4,
-    lr_gamma: Annotated[float, typer.Option(help="LR factor at E/2 and E - E/6.")] = 0.5,
-    conv_weight_decay: Annotated[float, typer.Option(help="L2 on conv weights.")] = 2e-4,
-    depthwise_weight_decay: Annotated[float, typer.Option(help="L2 on depthwise conv weights.")] = 0.0,
-    other_weight_decay: Annotated[float, typer.Option(help="L2 on BN, PReLU and SE parameters.")] = 2e-6,
-    boundary_weight: Annotated[float, typer.Option(help="Weight λ of the boundary-band CE.")] = 0.5,
-    class_weighting: Annotated[bool, typer.Option("--class-weighting/--no-class-weighting",
-                                                  help="ERFNet class weights 1/ln(1.1 + p).")] = True,
-    select_from: Annotated[float, typer.Option(help="Select the best epoch after this share of E.")] = 0.6,
-    size: Annotated[int, typer.Option(help="Square input side (multiple of 32).")] = 224,
-    preprocessing: Annotated[str, typer.Option(help="Normalisation preset stored in checkpoints.")] = "imagenet",
-    rotation: Annotated[float, typer.Option(help="Augmentation: rotations within ± this many degrees.")] = 45.0,
-    seed: Annotated[int, typer.Option(help="Run seed.")] = 0,
+    stage1_epochs: Annotated[int, typer.Option(help="Stage-1 epochs E.")] = TRAIN.stage1_epochs,
+    stage2_epochs: Annotated[int, typer.Option(help="Stage-2 epochs E.")] = TRAIN.stage2_epochs,
+    stage1_batch: Annotated[int, typer.Option(help="Stage-1 batch size.")] = TRAIN.stage1_batch,
+    stage2_batch: Annotated[int, typer.Option(help="Stage-2 batch size.")] = TRAIN.stage2_batch,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = TRAIN.lr,
+    lr_gamma: Annotated[float, typer.Option(help="LR factor at E/2 and E - E/6.")] = TRAIN.lr_gamma,
+    conv_weight_decay: Annotated[float, typer.Option(help="L2 on conv weights.")] = TRAIN.conv_weight_decay,
+    depthwise_weight_decay: Annotated[float, typer.Option(help="L2 on depthwise conv weights.")
+                                      ] = TRAIN.depthwise_weight_decay,
+    other_weight_decay: Annotated[float, typer.Option(help="L2 on BN, PReLU and SE parameters.")
+                                  ] = TRAIN.other_weight_decay,
+    boundary_weight: Annotated[float, typer.Option(help="Weight λ of the boundary-band CE.")] = TRAIN.boundary_weight,
+    class_weighting: Annotated[bool, typer.Option(help="ERFNet class weights 1/ln(1.1 + p).")] = TRAIN.class_weighting,
+    select_from: Annotated[float, typer.Option(help="Select the best epoch after this share of E.")
+                           ] = TRAIN.select_from,
+    size: Annotated[int, typer.Option(help="Square input side (multiple of 32).")] = TRAIN.size,
+    preprocessing: Annotated[str, typer.Option(help="Normalisation preset stored in checkpoints.")
+                             ] = TRAIN.preprocessing,
+    rotation: Annotated[float, typer.Option(help="Augmentation: rotations within ± this many degrees.")
+                        ] = TRAIN.augmentation.rotation,
+    seed: Annotated[int, typer.Option(help="Run seed.")] = TRAIN.seed,
     workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes (default: on a CPU, the "
-                                                        "cores the training threads leave free).")] = None,
+                                                        "cores the training threads leave free).")] = TRAIN.workers,
     threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (1 is fastest on a busy machine; "
-                                                        "a resumed run keeps its own unless given).")] = None,
-    device: Annotated[str, typer.Option(help="auto (cuda, mps, cpu) or a torch device.")] = "auto",
-    amp: Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA.")] = True,
-    compile_model: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the training "
-                                                "step (minutes of compilation, ~1.5x faster steps).")] = False,
-    checkpoint_every: Annotated[int, typer.Option(help="Also checkpoint every N steps (0 = epoch ends).")] = 0,
+                                                        "a resumed run keeps its own unless given).")] = TRAIN.threads,
+    device: Annotated[str, typer.Option(help="auto (cuda, mps, cpu) or a torch device.")] = TRAIN.device,
+    amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = TRAIN.amp,
+    compile: Annotated[bool, typer.Option(help="torch.compile the training step (minutes of compilation for "
+                                               "faster steps; docs/training.md).")] = TRAIN.compile,
+    checkpoint_every: Annotated[int, typer.Option(help="Also checkpoint every N steps (0 = epoch ends).")
+                                ] = TRAIN.checkpoint_every,
     time_budget: Annotated[Optional[float], typer.Option(help="Minutes for the whole run; E of each stage is "
-                                                              "cut to fit.")] = None,
-    stage1_share: Annotated[float, typer.Option(help="Share of --time-budget for stage 1.")] = 0.4,
+                                                              "cut to fit.")] = TRAIN.time_budget,
+    stage1_share: Annotated[float, typer.Option(help="Share of --time-budget for stage 1.")] = TRAIN.stage1_share,
     cache_gb: Annotated[float, typer.Option(help="GB of decoded training photos kept in memory (0 = decode "
-                                                 "each time; results do not change).")] = 4.0,
+                                                 "each time; results do not change).")] = TRAIN.cache_gb,
+    epoch_size: Annotated[Optional[int], typer.Option(help="Samples per epoch (default: every training sample "
+                                                           "once); equal steps across training sets.")
+                          ] = TRAIN.epoch_size,
 ) -> None:
     """Two-stage training with the official recipe (encoder on 1/8 labels, then the full model)."""
-    from sinet.train import TrainConfig, train
-    from sinet.transforms import AugmentationConfig
+    from sinet.training.trainer import train
 
     if not manifest and not resume:
         raise UserError("--manifest is required (unless --resume)")
-    if init and (encoder or tuple(stage or (1, 2)) != (2,)):
+    stages = tuple(stage or TRAIN.stages)
+    if init and (encoder or stages != (2,)):
         raise UserError("--init starts stage 2 alone: give --stage 2 and no --encoder")
     config = TrainConfig(
         manifests=[str(m) for m in manifest or []], out=str(out),
         val_manifests=[str(m) for m in val_manifest] if val_manifest else None, split=split, val_split=val_split,
-        stages=tuple(stage or (1, 2)), encoder=str(encoder) if encoder else None, init=str(init) if init else None,
+        stages=stages, encoder=str(encoder) if encoder else None, init=str(init) if init else None,
         stage1_epochs=stage1_epochs, stage2_epochs=stage2_epochs, stage1_batch=stage1_batch,
         stage2_batch=stage2_batch, lr=lr, lr_gamma=lr_gamma, conv_weight_decay=conv_weight_decay,
         depthwise_weight_decay=depthwise_weight_decay, other_weight_decay=other_weight_decay,
         boundary_weight=boundary_weight, class_weighting=class_weighting, select_from=select_from, size=size,
-        preprocessing=preprocessing, augmentation=AugmentationConfig(size=size, rotation=rotation), seed=seed,
-        workers=workers, threads=threads, device=device, amp=amp, compile=compile_model,
-        checkpoint_every=checkpoint_every, time_budget=time_budget, stage1_share=stage1_share, cache_gb=cache_gb)
+        preprocessing=preprocessing, augmentation=dataclasses.replace(TRAIN.augmentation, size=size, rotation=rotation),
+        seed=seed, workers=workers, threads=threads, device=device, amp=amp, compile=compile,
+        checkpoint_every=checkpoint_every, time_budget=time_budget, stage1_share=stage1_share, cache_gb=cache_gb,
+        epoch_size=epoch_size)
     best = train(config, resume=resume)
     for stage_name, scores in best.items():
         console.print(f"stage {stage_name}: best val IoU {scores['iou']:.2f} at epoch {scores['epoch']}")
     console.print(f"best model: {out / 'best.pt'}")
 
 
-
 @app.command("eval")
 def eval_command(
-    weights: WeightsOption,
     manifest: Annotated[Path, typer.Option(help="Manifest with image and mask columns.")],
+    weights: WeightsOption = SINET,
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "val",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report here (JSON).")] = None,
     rotations: Annotated[bool, typer.Option("--rotations/--no-rotations",
@@ -151,10 +167,11 @@ def eval_command(
     threads: Annotated[int, typer.Option(help="CPU threads for torch (1 is fastest on a busy machine).")] = 1,
 ) -> None:
     """Official metric (per-image foreground IoU), two-class mIoU and boundary F1, at 224 and at photo size."""
-    from sinet.evaluate import ROTATION_LIMITS, evaluate, manifest_items
+    from sinet.data import manifest_samples
+    from sinet.evaluate import ROTATION_LIMITS, evaluate
 
     model, preprocessing, meta = _load(weights, threads)
-    items = manifest_items(manifest, split)
+    items = manifest_samples([manifest], split)
     if not items:
         raise PathError(manifest, f"no accepted rows with a mask in split {split!r}")
     if sheet is None and json_out is not None:
@@ -175,9 +192,9 @@ def eval_command(
 
 @app.command("predict")
 def predict_command(
-    weights: WeightsOption,
     source: Annotated[Path, typer.Argument(help="A photo or a folder of photos.")],
     out: Annotated[Path, typer.Option(help="Output folder: masks/, cutouts/, overlays/, manifest.csv.")],
+    weights: WeightsOption = SINET,
     cutouts: Annotated[bool, typer.Option("--cutouts/--no-cutouts", help="Write RGBA cut-outs.")] = True,
     overlays: Annotated[bool, typer.Option("--overlays/--no-overlays", help="Write overlay JPEGs.")] = True,
     threads: Annotated[int, typer.Option(help="CPU threads for torch (1 is fastest on a busy machine).")] = 1,
@@ -197,8 +214,8 @@ def predict_command(
 
 @app.command("export")
 def export_command(
-    weights: WeightsOption,
     onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write.")],
+    weights: WeightsOption = SINET,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 11 for align_corners bilinear).")] = 17,
     dynamic_batch: Annotated[bool, typer.Option(help="Make the batch dimension dynamic.")] = True,
     tolerance: Annotated[float, typer.Option(help="Largest allowed |torch - onnxruntime| logit difference.")] = 1e-3,

@@ -1,10 +1,11 @@
 """Datasets over manifests: labelled, accepted rows of chosen splits, augmented and normalised for SINet.
 
-Rows are read through ``sinet_plus.manifest`` and photos through ``sinet_plus.imageio``. A sample is
-``(image, label)``: a float32 (3, S, S) tensor normalised by the checkpoint's :class:`Preprocessing` and an
-int64 (S/stride, S/stride) label (0 background, 1 person, 255 ignored). Training keys are ``(index, seed)``
-pairs from :class:`EpochSampler`, so each sample's augmentation depends on its seed alone and not on the
-DataLoader's worker count or on where a resumed run restarts.
+Rows are read through ``sinet_plus.manifest`` as :class:`Sample` s (what training and evaluation both take) and
+photos through ``sinet_plus.imageio``. A dataset item is ``(image, label)``: a float32 (3, S, S) tensor
+normalised by the checkpoint's :class:`Preprocessing` and an int64 (S/stride, S/stride) label (0 background,
+1 person, 255 ignored). Training keys are ``(index, seed)`` pairs from :class:`EpochSampler`, so each sample's
+augmentation depends on its seed alone and not on the DataLoader's worker count or on where a resumed run
+restarts.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import albumentations as A
 import numpy as np
@@ -20,35 +22,56 @@ import torch
 from rich.progress import Progress
 from torch.utils.data import Dataset, Sampler
 
-from sinet.evaluate import EvalItem, manifest_items
 from sinet.loss import label_pixel_counts
 from sinet.preprocess import Preprocessing
 from sinet.transforms import downsample_labels, sample_seed, seed_transform
+from sinet_plus import manifest as mf
 from sinet_plus.imageio import ImageReadError, read_pair
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One labelled photo of a manifest.
+
+    Args:
+        key: manifest id.
+        image: photo path.
+        mask: mask path.
+    """
+
+    key: str
+    image: Path
+    mask: Path
+
+
 def manifest_samples(manifests: Sequence[str | os.PathLike], split: str | None,
-                     statuses: tuple[str, ...] = ("accepted",)) -> list[EvalItem]:
+                     statuses: tuple[str, ...] = ("accepted",)) -> list[Sample]:
     """Rows with a mask, of ``split`` (None = every split) and of the given review ``statuses``, over manifests.
 
     Args:
         manifests: manifest files (CSV or Parquet); rows of all of them are used, in order.
         split: the ``split`` value to keep, e.g. ``train`` or ``val``.
-        statuses: review states to keep; only ``accepted`` masks are trusted by default.
+        statuses: review states whose masks count as ground truth; only ``accepted`` ones by default (pending
+            pseudo-labels do not).
     """
-    return [item for path in manifests for item in manifest_items(path, split, statuses)]
+    samples = []
+    for path in manifests:
+        manifest = mf.select(mf.load(path), split=split, status=statuses, with_mask=True)
+        samples += [Sample(key, manifest.path(image), manifest.path(mask))
+                    for key, image, mask in zip(manifest.frame["id"], manifest.frame["image"], manifest.frame["mask"])]
+    return samples
 
 
 @dataclass
 class ScanResult:
     """What a pass over the samples found: the readable ones, per-class label pixels, and the problems."""
 
-    samples: list[EvalItem]
+    samples: list[Sample]
     pixel_counts: np.ndarray
     problems: list[tuple[str, str]]
 
 
-def scan_samples(samples: Sequence[EvalItem], description: str = "checking photos and masks") -> ScanResult:
+def scan_samples(samples: Sequence[Sample], description: str = "checking photos and masks") -> ScanResult:
     """Read every pair once: drop unreadable ones (recording why) and count label pixels per class.
 
     The counts feed the class weights of the loss (official: over the training labels, before augmentation).
@@ -81,7 +104,7 @@ class SegmentationDataset(Dataset):
     transforms); ``dataset[(i, seed)]`` reseeds the transform with ``seed`` first (training).
     """
 
-    def __init__(self, samples: Sequence[EvalItem], transform: A.Compose, preprocessing: Preprocessing,
+    def __init__(self, samples: Sequence[Sample], transform: A.Compose, preprocessing: Preprocessing,
                  label_stride: int = 1, decoded: dict[int, tuple[np.ndarray, np.ndarray]] | None = None):
         self.samples = list(samples)
         self.transform = transform
@@ -130,6 +153,10 @@ class SegmentationDataset(Dataset):
                 torch.from_numpy(label.astype(np.int64)))
 
 
+CYCLE_KEY = 2**31 - 1
+"""Seed key that tells the permutations of a fixed-size epoch stream from the per-epoch ones."""
+
+
 class EpochSampler(Sampler):
     """Keys ``(index, augmentation seed)`` of one epoch: a permutation drawn from ``(seed, stage, epoch)``.
 
@@ -141,20 +168,32 @@ class EpochSampler(Sampler):
         start: number of this process's keys to skip (resuming in the middle of an epoch).
         rank, world_size: under DDP each process takes every ``world_size``-th key of the permutation.
         shuffle: False keeps manifest order (throughput measurements, debugging).
+        epoch_size: samples per epoch (None = ``size``): epoch ``e`` takes positions ``e·k .. (e+1)·k`` of the
+            stream of permutations ``(seed, stage, cycle)``, cycle after cycle (see ``TrainConfig.epoch_size``).
     """
 
     def __init__(self, size: int, seed: int, stage: int, epoch: int, start: int = 0, rank: int = 0,
-                 world_size: int = 1, shuffle: bool = True):
+                 world_size: int = 1, shuffle: bool = True, epoch_size: int | None = None):
         self.size, self.seed, self.stage, self.epoch = size, seed, stage, epoch
         self.start, self.rank, self.world_size, self.shuffle = start, rank, world_size, shuffle
+        self.epoch_size = epoch_size
+
+    def _permutation(self, *keys: int) -> list[int]:
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.stage, *keys))
+        return torch.randperm(self.size, generator=generator).tolist()
 
     def order(self) -> list[int]:
         """This process's sample indices for the whole epoch (before skipping ``start``)."""
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(sample_seed(self.seed, self.stage, self.epoch))
-            order = torch.randperm(self.size, generator=generator).tolist()
-        else:
+        if not self.shuffle:
             order = list(range(self.size))
+        elif self.epoch_size is None:
+            order = self._permutation(self.epoch)
+        else:
+            first = self.epoch * self.epoch_size
+            cycles = range(first // self.size, (first + self.epoch_size - 1) // self.size + 1)
+            stream = [index for cycle in cycles for index in self._permutation(CYCLE_KEY, cycle)]
+            offset = first - cycles[0] * self.size
+            order = stream[offset:offset + self.epoch_size]
         return order[self.rank::self.world_size]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
@@ -162,4 +201,5 @@ class EpochSampler(Sampler):
             yield index, sample_seed(self.seed, self.stage, self.epoch, index)
 
     def __len__(self) -> int:
-        return max(0, math.ceil((self.size - self.rank) / self.world_size) - self.start)
+        total = self.size if self.epoch_size is None or not self.shuffle else self.epoch_size
+        return max(0, math.ceil((total - self.rank) / self.world_size) - self.start)

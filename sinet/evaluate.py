@@ -13,7 +13,6 @@ from __future__ import annotations
 import heapq
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,44 +20,15 @@ from rich.console import Console
 from rich.progress import Progress
 from torch import nn
 
+from sinet.data import Sample
 from sinet.metrics import ScoreBoard, rotate_pair, rotation_angles, scaled_band_kernel
 from sinet.predict import predict
 from sinet.preprocess import Preprocessing
-from sinet_plus import manifest as mf
 from sinet_plus.imageio import ImageReadError, read_pair, write_png
 
 console = Console(stderr=True)
 ROTATION_LIMITS = (25, 45, 75, 90)
 ERROR_COLOURS = {"missed": (40, 90, 255), "extra": (255, 50, 50)}
-
-
-@dataclass(frozen=True)
-class EvalItem:
-    """One labelled photo.
-
-    Args:
-        key: manifest id.
-        image: photo path.
-        mask: mask path.
-    """
-
-    key: str
-    image: Path
-    mask: Path
-
-
-def manifest_items(path: str | os.PathLike, split: str | None, status: tuple[str, ...] = ("accepted",)
-                   ) -> list[EvalItem]:
-    """Labelled rows of one split of a manifest.
-
-    Args:
-        path: manifest file.
-        split: split to keep (None = all).
-        status: review states whose masks count as ground truth (pending pseudo-labels do not, by default).
-    """
-    manifest = mf.select(mf.load(path), split=split, status=status, with_mask=True)
-    return [EvalItem(key, manifest.path(image), manifest.path(mask))
-            for key, image, mask in zip(manifest.frame["id"], manifest.frame["image"], manifest.frame["mask"])]
 
 
 @dataclass
@@ -125,7 +95,7 @@ def worst_sheet(worst: list[tuple], columns: int = 4) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
-def evaluate(model: nn.Module, preprocessing: Preprocessing, items: list[EvalItem],
+def evaluate(model: nn.Module, preprocessing: Preprocessing, items: list[Sample],
              rotations: tuple[int, ...] = (), seed: int = 0, worst: int = 12,
              sheet_path: str | os.PathLike | None = None) -> dict:
     """Score ``model`` on ``items``; unreadable pairs are skipped and listed with their reason.

@@ -17,13 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sinet.recipe import STAGE2_BAND_KERNEL
 from sinet_plus.imageio import IGNORE
-
-STAGE1_BAND_KERNEL = 5
-"""Band kernel on the 28x28 labels of stage 1 (official value)."""
-
-STAGE2_BAND_KERNEL = 15
-"""Band kernel on full-resolution 224x224 labels (official value)."""
 
 
 def boundary_band(labels: torch.Tensor, kernel: int, num_classes: int = 2,

@@ -108,13 +108,13 @@ class PredictOutputs:
 
     Args:
         out_dir: stage folder (``masks/``, ``cutouts/``, ``overlays/``, ``manifest.csv``).
-        write_cutouts: also write RGBA cut-outs.
-        write_overlays: also write overlay JPEGs.
+        cutouts: also write RGBA cut-outs (``cutouts/``).
+        overlays: also write overlay JPEGs (``overlays/``).
     """
 
     out_dir: Path
-    write_cutouts: bool = True
-    write_overlays: bool = True
+    cutouts: bool = True
+    overlays: bool = True
 
 
 def predict_photo(model: nn.Module, preprocessing: Preprocessing, outputs: PredictOutputs, key: str,
@@ -134,9 +134,9 @@ def predict_photo(model: nn.Module, preprocessing: Preprocessing, outputs: Predi
     labels = (probability > 0.5).astype(np.uint8)
     mask_path = outputs.out_dir / "masks" / f"{key}.png"
     write_mask(mask_path, labels)
-    if outputs.write_cutouts:
+    if outputs.cutouts:
         write_png(outputs.out_dir / "cutouts" / f"{key}.png", cutout(image, probability))
-    if outputs.write_overlays:
+    if outputs.overlays:
         write_jpeg(outputs.out_dir / "overlays" / f"{key}.jpg", overlay(image, labels), quality=90)
     row = {"id": f"predict/{key}", "image": os.path.relpath(photo.resolve(), outputs.out_dir.resolve()),
            "mask": os.path.relpath(mask_path.resolve(), outputs.out_dir.resolve()), "source": "predict",

@@ -12,46 +12,16 @@ drawn.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import Any
 
 import albumentations as A
 import cv2
 import numpy as np
 
+from sinet.recipe import STAGE1_LABEL_STRIDE, AugmentationConfig
+
 BORDER_GRAY = 128
 """Fill value of the photo outside the warped image (PortraitNet's gray)."""
-
-STAGE1_LABEL_STRIDE = 8
-"""Stage 1 trains the encoder on labels nearest-downsampled by this factor (224 → 28)."""
-
-
-@dataclass(frozen=True)
-class AugmentationConfig:
-    """The knobs of the PortraitNet augmentation; defaults are the official values (spec §3.6).
-
-    Args:
-        size: side of the square training input (224; a multiple of 32 for SINet).
-        rotation: rotations are drawn from U[-rotation, rotation] degrees.
-        scale: (low, high) of the random factor on top of the fit-to-canvas scale.
-        shift: the rotation centre moves by U[-shift, shift] pixels in x and y (None = size / 4, i.e. 56 at 224).
-        flip: probability of a horizontal flip.
-        colour: probability of the colour jitter (saturation, brightness, contrast, sharpness).
-        blur: probability of a Gaussian / median / box blur of kernel 3 or 5.
-        noise: probability of additive Gaussian noise with σ ~ U[0, noise_sigma].
-        noise_sigma: largest noise σ in 0..255 grey levels.
-    """
-
-    size: int = 224
-    rotation: float = 45.0
-    scale: tuple[float, float] = (0.5, 1.5)
-    shift: float | None = None
-    flip: float = 0.5
-    colour: float = 0.5
-    blur: float = 0.5
-    noise: float = 0.5
-    noise_sigma: float = 10.0
-
 
 class PortraitWarp(A.DualTransform):
     """PortraitNet's affine warp of the whole photo onto a ``size``² canvas.

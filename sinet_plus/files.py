@@ -1,8 +1,10 @@
-"""Atomic file writes: a reader sees either the old file or the complete new one, never half of it."""
+"""Files: atomic writes (a reader sees either the old file or the complete new one, never half of it) and content
+hashes."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -54,3 +56,17 @@ def remove_leftovers(folder: str | os.PathLike) -> int:
     for path in leftovers:
         path.unlink(missing_ok=True)
     return len(leftovers)
+
+
+def file_hash(path: str | os.PathLike, length: int = 64) -> str:
+    """SHA-256 of a file's bytes as hex, cut to its first ``length`` digits.
+
+    Args:
+        path: the file.
+        length: hex digits kept (64 = the whole digest).
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:length]

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from sinet_plus.errors import UserError
@@ -33,7 +34,7 @@ COLUMNS: dict[str, str] = {
     "mask": "mask PNG path relative to the manifest's folder (0 background, 255 person, 128 unknown); "
             "empty when the photo has no mask yet",
     "source": "where the sample comes from: `eg1800`, `folder`, `baidu_crop`, `pseudo`, ...",
-    "split": "`train`, `val`, `test` or `unlabeled`",
+    "split": "`train`, `val`, `test`, `holdout` (kept out of training to select models on) or `unlabeled`",
     # provenance
     "origin": "path of the photo the sample was made from, relative to the manifest's folder",
     "origin_stem": "file stem of the origin photo",
@@ -292,6 +293,29 @@ def stats(manifest: Manifest) -> dict[str, dict[str, int]]:
     if "mask" in frame.columns:
         result["mask"] = {"present": int((frame["mask"] != "").sum()), "absent": int((frame["mask"] == "").sum())}
     return result
+
+
+def hold_out(manifest: Manifest, count: int, seed: int = 0, source_split: str = "train",
+             split: str = "holdout") -> Manifest:
+    """Move ``count`` rows of ``source_split``, drawn at random, to ``split``: photos kept out of training to
+    select models and calibrate rules on, so that the reported ``val`` split is never tuned on.
+
+    The draw depends only on the ids (sorted) and ``seed``, so the same dataset always gives the same holdout.
+
+    Args:
+        manifest: the rows.
+        count: rows to move (at most all rows of ``source_split``).
+        seed: seed of the draw.
+        source_split: split the rows are drawn from.
+        split: split they move to.
+    """
+    frame = manifest.frame.copy()
+    ids = np.sort(frame.loc[frame["split"] == source_split, "id"].to_numpy(dtype=str))
+    if count > len(ids):
+        raise ManifestError(f"cannot hold out {count} rows: split {source_split!r} has {len(ids)}")
+    chosen = set(np.random.default_rng(seed).choice(ids, count, replace=False)) if count else set()
+    frame.loc[frame["id"].isin(chosen), "split"] = split
+    return Manifest(frame, manifest.root)
 
 
 def select(manifest: Manifest, split: str | None = None, status: Iterable[str] | None = None,

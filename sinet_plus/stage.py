@@ -54,6 +54,16 @@ class Outcome:
     def failed(self) -> bool:
         return any(s["reason"] == ERROR_REASON for s in self.skips)
 
+    def to_json(self) -> str:
+        """One line of JSON (NumPy scalars and paths become plain values): how outcomes are journaled and how
+        they travel between processes."""
+        return json.dumps(asdict(self), default=_json_default)
+
+    @classmethod
+    def from_json(cls, line: str) -> Outcome:
+        """The outcome :meth:`to_json` wrote."""
+        return cls(**json.loads(line))
+
 
 def guarded(process: Callable[[Any], Outcome], key: str, payload: Any) -> Outcome:
     """Run ``process`` on one item, turning an exception into a recorded skip instead of a crash."""
@@ -79,15 +89,15 @@ class Journal:
             return outcomes
         for line in self.path.read_text(encoding="utf-8").splitlines():
             try:
-                record = json.loads(line)
+                outcome = Outcome.from_json(line)
             except json.JSONDecodeError:
                 continue
-            outcomes[record["key"]] = Outcome(**record)
+            outcomes[outcome.key] = outcome
         return outcomes
 
     def append(self, outcome: Outcome) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(asdict(outcome), default=_json_default) + "\n"
+        line = outcome.to_json() + "\n"
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line)
             handle.flush()
@@ -95,7 +105,7 @@ class Journal:
 
     def rewrite(self, outcomes: Iterable[Outcome]) -> None:
         """Replace the journal (used to drop failed items before a retry)."""
-        write_text_atomic(self.path, "".join(json.dumps(asdict(o), default=_json_default) + "\n" for o in outcomes))
+        write_text_atomic(self.path, "".join(o.to_json() + "\n" for o in outcomes))
 
 
 def _json_default(value: Any) -> Any:

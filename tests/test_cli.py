@@ -3,15 +3,20 @@ tracebacks."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from pipeline.cli import app as pipeline_app
+from pipeline.teacher.pseudo_label import LabelOptions
+from pipeline.teacher.train import TrainOptions
 from sinet.cli import app as sinet_app
+from sinet.training.config import TrainConfig
 from sinet_plus import __version__
 from sinet_plus.cli import new_app
 from sinet_plus.errors import UserError
@@ -60,3 +65,32 @@ def test_a_bug_keeps_its_traceback():
     assert isinstance(bug.exception, KeyError) and "error:" not in bug.output
     user = CliRunner().invoke(app, ["refused"])
     assert user.exit_code == 1 and user.stderr.strip() == "error: refused: the reason"
+
+
+def _options(app, name: str) -> dict:
+    """The command's parameters by name, with their defaults."""
+    return {param.name: param.default for param in typer.main.get_command(app).commands[name].params}
+
+
+@pytest.mark.parametrize("command, options, not_flags", [
+    ("pseudo-label", LabelOptions(), set()),
+    ("train-teacher", TrainOptions(manifests=[], out=Path()), {"manifests", "out"}),  # required
+])
+def test_pipeline_flags_are_the_options_fields_with_their_defaults(command, options, not_flags):
+    params = _options(pipeline_app, command)
+    for field in dataclasses.fields(options):
+        if field.name not in not_flags:
+            assert params[field.name] == getattr(options, field.name), field.name
+
+
+def test_sinet_train_flags_are_train_config_fields_with_their_defaults():
+    params, defaults = _options(sinet_app, "train"), TrainConfig(manifests=[], out="")
+    named_otherwise = {"manifests": "manifest", "val_manifests": "val_manifest", "stages": "stage",
+                       "augmentation": "rotation"}  # repeatable flags are singular; one augmentation knob
+    recipe_only = {"betas", "eps", "lr_milestones", "stage1_band", "stage2_band"}  # the authors' values, fixed
+    for field in dataclasses.fields(defaults):
+        if field.name in recipe_only or field.name in named_otherwise or field.name == "out":
+            continue
+        assert params[field.name] == getattr(defaults, field.name), field.name
+    assert params["rotation"] == defaults.augmentation.rotation
+    assert set(named_otherwise.values()) <= set(params)

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.crop.faces import Face, FaceDetector
 from pipeline.crop.framing import FramingRule, box_iou, frame_face
+from pipeline.faces import Face, FaceDetector
 from sinet_plus.errors import UserError
 from sinet_plus.imageio import read_image
 

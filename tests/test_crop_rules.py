@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 
-from pipeline.crop.faces import Face
 from pipeline.crop.rules import (
     COVERAGE_TOO_LARGE,
     COVERAGE_TOO_SMALL,
@@ -21,6 +20,7 @@ from pipeline.crop.rules import (
     check_mask,
     person_share,
 )
+from pipeline.faces import Face
 from sinet_plus.imageio import IGNORE
 
 RULES = SelectionRules()

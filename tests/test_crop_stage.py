@@ -24,9 +24,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.crop.faces import FaceDetector
 from pipeline.crop.rules import COVERAGE_TOO_LARGE, COVERAGE_TOO_SMALL, SelectionRules
 from pipeline.crop.stage import CropSettings, crop_photo, run
+from pipeline.faces import FaceDetector
 from sinet_plus.errors import UserError
 from sinet_plus.imageio import read_image, read_mask
 from sinet_plus.manifest import new_rows, read_manifest, validate, write_manifest

@@ -16,7 +16,7 @@ from PIL import Image
 from teacher_helpers import TINY, bad_photo_folder, invoke, small_manifest
 
 from pipeline.teacher import signals as sg
-from pipeline.teacher.checkpoint import file_hash
+from pipeline.teacher.checkpoint import teacher_hash
 from pipeline.teacher.ray_engine import start_local_ray
 from sinet_plus import manifest as mf
 from sinet_plus.imageio import read_image, read_mask
@@ -56,7 +56,7 @@ def test_rows_files_and_skips(labelled, teacher, photos):
     frame = manifest.frame.set_index("origin_stem")
     assert sorted(frame.index) == sorted(s for s, reason in expected.items() if not reason)
     assert set(frame["source"]) == {"pseudo"} and set(frame["status"]) == {"pending"}
-    assert set(frame["teacher"]) == {file_hash(teacher)}
+    assert set(frame["teacher"]) == {teacher_hash(teacher)}
     skipped = pd.read_csv(labelled / "skipped.csv", dtype=str).set_index("key")["reason"].to_dict()
     assert skipped == {s: reason for s, reason in expected.items() if reason}
     for stem, row in frame.iterrows():
@@ -191,3 +191,32 @@ def test_a_rerun_with_other_settings_is_refused(labelled, teacher, photos):
     result = invoke("pseudo-label", photos[0], "--teacher", teacher, "--out", labelled, *LABEL, "--soft",
                     "--long-side", "128")
     assert result.exit_code == 1 and "long_side differ" in " ".join(result.output.split())
+
+
+def test_ensemble_of_a_deeplab_and_a_sinet_is_calibrated_and_labels(teacher, eg1800_dir, tmp_path):
+    from pipeline.teacher.ensemble import load_any_teacher
+    from sinet.weights import SINET
+
+    calibration = small_manifest(eg1800_dir, tmp_path / "cal.csv")  # its two 'val' rows stand in for a holdout
+    ensemble = tmp_path / "ensemble.pt"
+    result = invoke("build-teacher", "--member", teacher, "--member", f"{SINET}@224,256", "--calibrate",
+                    calibration, "--split", "val", "--out", ensemble)
+    assert result.exit_code == 0, result.output
+    loaded = load_any_teacher(ensemble)
+    assert [m.kind for m in loaded.members] == ["deeplabv3plus", "sinet"]
+    assert loaded.members[1].sizes == (224, 256) and sum(loaded.weights) == pytest.approx(1.0)
+    assert 0 < loaded.acceptance["min_agreement"] <= 1 and loaded.priority in sg.PRIORITY_RULES
+    assert loaded.card["calibration"]["photos"] == 2
+    out = tmp_path / "out"
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for stem in ("00002", "00005"):
+        (folder / f"{stem}.jpg").write_bytes((eg1800_dir / "images" / f"{stem}.jpg").read_bytes())
+    result = invoke("pseudo-label", folder, "--out", out, "--teacher", ensemble, "--no-faces", "--batch-size", "2",
+                    "--workers", "0", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    frame = mf.load(out / "manifest.csv", check_files=True).frame
+    assert frame["member_agreement"].between(0, 1).all()
+    limit = loaded.acceptance.get("max_priority")
+    expected = frame["priority"] <= limit if limit is not None else frame["priority"] < -1
+    assert list(frame["auto_accept"].astype(str) == "True") == list(expected)

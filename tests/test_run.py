@@ -14,11 +14,14 @@ import pytest
 from rich.console import Console
 
 from pipeline.demo_data import write_demo_photos
+from pipeline.review.auto_accept import AUTO, auto_accept
+from pipeline.review.export import export_manifest
 from pipeline.review.queue import queue_manifests
 from pipeline.review.store import Store
-from pipeline.run import RunError, Runner, Step, options_argv, read_record
-from pipeline.run_plan import load_config, plan
-from pipeline.run_review import AUTO, auto_accept, export_curated, undecided
+from pipeline.run.config import RunConfig, load_config
+from pipeline.run.plan import options_argv, plan, review_steps
+from pipeline.run.runner import Runner
+from pipeline.run.step import RunError, Step, WaitingForReview, read_record
 from sinet_plus import manifest as mf
 from sinet_plus.imageio import read_image, write_mask
 
@@ -111,8 +114,8 @@ def test_grouped_commands_run_together(tmp_path):
 
 
 def test_options_become_command_line_flags():
-    assert options_argv({"time-budget": 30, "flip": False, "compile": True, "manifest": ["a", "b"],
-                         "batch_size": 2}) == ["--time-budget", "30", "--no-flip", "--compile", "--manifest", "a",
+    assert options_argv({"time-budget": 30, "mirror": False, "compile": True, "manifest": ["a", "b"],
+                         "batch_size": 2}) == ["--time-budget", "30", "--no-mirror", "--compile", "--manifest", "a",
                                                "--manifest", "b", "--batch-size", "2"]
 
 
@@ -128,6 +131,19 @@ def test_config_errors_are_named(tmp_path):
         load_config(config)
 
 
+@pytest.mark.parametrize("typo, message", [
+    ("[reveiw]\nauto_accept = 0.1\n", "unknown key 'reveiw' in the top level"),
+    ("[review]\nauto_acept = 0.1\n", "unknown key 'auto_acept' in [review]"),
+    ('[[sources]]\nname = "b"\nimages = "p"\nmask = "m"\n', "unknown key 'mask' in [[sources]] 'b'")])
+def test_an_unknown_config_key_is_refused_with_the_key_and_the_file(tmp_path, typo, message):
+    config = tmp_path / "run.toml"
+    config.write_text('[run]\nout = "out"\n[teacher]\ncheckpoint = "t.pt"\n[[sources]]\nname = "a"\n'
+                      'images = "photos"\nmasks = "masks"\n' + typo)
+    with pytest.raises(RunError) as refused:
+        load_config(config)
+    assert str(refused.value).startswith(f"{config}: {message} (known: ")
+
+
 def test_quickstart_config_plans_every_stage():
     config = load_config(Path(__file__).parents[1] / "configs" / "quickstart.toml", auto_accept=0.5)
     names = [step.name for step in plan(config)]
@@ -136,19 +152,68 @@ def test_quickstart_config_plans_every_stage():
     assert plan(config, stop_after="export")[-1].name == "export"
 
 
+def test_experiment_arms_share_start_options_and_steps_and_differ_only_in_data():
+    config = load_config(Path(__file__).parents[1] / "configs" / "experiment.toml")
+    steps = {step.name: step for step in plan(config)}
+    assert "fullbody-check" in steps and steps["data-eg1800"].command[-2:] == ["--holdout", "200"]
+    trainings = [steps[name] for name in config.models()]
+    assert len(trainings) == len(config.arms) * len(config.seeds) == 9
+
+    def without(argv: list[str], *flags: str) -> list[str]:
+        """argv without the given flags and their values."""
+        out, skip = [], False
+        for index, item in enumerate(argv):
+            if skip:
+                skip = False
+            elif item in flags:
+                skip = True
+            else:
+                out.append(item)
+        return out
+
+    common = {tuple(without(step.command, "--out", "--seed", "--manifest")) for step in trainings}
+    assert len(common) == 1  # same start, options, selection split and step count: only data, seed and folder vary
+    argv = trainings[0].command
+    assert argv[argv.index("--init") + 1] == str(config.init) and argv[argv.index("--val-split") + 1] == "holdout"
+    assert "--epoch-size" in argv
+    manifests = {step.name: [step.command[i + 1] for i, a in enumerate(step.command) if a == "--manifest"]
+                 for step in trainings}
+    assert manifests["eg1800-s0"] == [str(config.out / "data" / "eg1800.csv")]
+    assert manifests["crops-pseudo-s1"][-1] == str(config.out / "arms" / "crops-pseudo.csv")
+    groups = [step.group for step in trainings]
+    assert max(groups.count(g) for g in groups) == config.parallel
+    evaluation = steps["crops-s2-eval"].command
+    assert evaluation[evaluation.index("--split") + 1] == "val" and "--rotations" in evaluation
+
+
+def test_arms_need_a_common_start(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('[run]\nout = "out"\n[datasets.d]\nkind = "eg1800"\npath = "d"\n[teacher]\n'
+                      'checkpoint = "t.pt"\n[[sources]]\nname = "a"\nimages = "p"\nmasks = "m"\n[sinet]\n'
+                      'train = ["d"]\narms = { base = [], more = ["a"] }\n')
+    with pytest.raises(RunError, match="one common checkpoint"):
+        load_config(config)
+    config.write_text(config.read_text().replace('more = ["a"]', 'more = ["b"]') + 'init = "s.pt"\n')
+    with pytest.raises(RunError, match="arm 'more' uses 'b', which is not a"):
+        load_config(config)
+
+
 # ---- unattended review ----
 
-def demo_manifest(tmp_path: Path, priorities: list[float | None]) -> Path:
-    """A manifest of the packaged photos with a mask each (a centred box) and the given priorities."""
+def demo_manifest(tmp_path: Path, priorities: list[float | None], verdicts: list[bool | None] | None = None) -> Path:
+    """A manifest of the packaged photos with a mask each (a centred box), the given priorities and, when
+    given, the teacher's ``auto_accept`` verdicts (None = an empty cell)."""
     photos = write_demo_photos(tmp_path / "photos")
     rows = []
-    for photo, priority in zip(photos, priorities):
+    for index, (photo, priority) in enumerate(zip(photos, priorities)):
         height, width = read_image(photo).shape[:2]
         mask = np.zeros((height, width), np.uint8)
         mask[height // 4:, width // 4: 3 * width // 4] = 1
         write_mask(tmp_path / "masks" / f"{photo.stem}.png", mask)
         rows.append({"id": f"pseudo/{photo.stem}", "image": f"photos/{photo.name}", "mask": f"masks/{photo.stem}.png",
                      "source": "pseudo", "split": "unlabeled", "status": "pending", "priority": priority})
+        if verdicts is not None:
+            rows[-1]["auto_accept"] = "" if verdicts[index] is None else verdicts[index]
     path = tmp_path / "manifest.csv"
     mf.write_manifest(mf.new_rows(rows), path)
     return path
@@ -158,10 +223,12 @@ def test_auto_accept_marks_rows_and_leaves_the_rest_for_people(tmp_path):
     manifest = demo_manifest(tmp_path, [0.1, 0.8, None])
     with Store(tmp_path / "review.sqlite", create=True) as store:
         queue_manifests(store, [manifest], root=tmp_path)
-        assert auto_accept(store, threshold=0.3) == (2, 1)  # 0.1 and the unscored one; 0.8 waits
-        assert undecided(store) == 1
-        assert auto_accept(store, threshold=0.3) == (0, 1)  # idempotent
-        curated = export_curated(store, tmp_path / "curated.csv")
+        assert auto_accept(store, 0.3) == (2, 1)  # 0.1 and the unscored one; 0.8 waits
+        assert [key for key, _ in store.undecided()] == ["pseudo/camera"]
+        assert auto_accept(store, 0.3) == (0, 1)  # idempotent
+        curated, reviewed = export_manifest(store, tmp_path / "curated.csv", split="train")
+    assert reviewed == 2
+    mf.write_manifest(curated, tmp_path / "curated.csv")
     frame = mf.read_manifest(tmp_path / "curated.csv").frame.set_index("id")
     assert sorted(frame.index) == sorted(curated.frame["id"]) == ["pseudo/astronaut", "pseudo/grace_hopper"]
     assert set(frame["reviewer"]) == {AUTO}
@@ -173,17 +240,28 @@ def test_auto_accept_marks_rows_and_leaves_the_rest_for_people(tmp_path):
     assert not mf.validate(mf.read_manifest(tmp_path / "curated.csv"), check_files=True)
 
 
+def test_the_teachers_calibrated_rule_is_the_default(tmp_path):
+    # the teacher said yes to a high-priority mask and no to a low one: its verdict wins over any threshold;
+    # the row with no verdict and no priority is an unchecked human mask
+    manifest = demo_manifest(tmp_path, [0.6, 0.01, None], verdicts=[True, False, None])
+    with Store(tmp_path / "review.sqlite", create=True) as store:
+        queue_manifests(store, [manifest], root=tmp_path)
+        assert auto_accept(store) == (2, 1)
+        assert [key for key, _ in store.undecided()] == ["pseudo/camera"]
+        curated, _ = export_manifest(store, tmp_path / "curated.csv", split="train")
+    reasons = curated.frame.set_index("id")["reason"]
+    assert "teacher's calibrated rule (priority 0.600)" in reasons["pseudo/astronaut"]
+    assert "human-made mask" in reasons["pseudo/grace_hopper"]
+
+
 def test_unscored_items_wait_when_asked(tmp_path):
     manifest = demo_manifest(tmp_path, [0.1, 0.8, None])
     with Store(tmp_path / "review.sqlite", create=True) as store:
         queue_manifests(store, [manifest], root=tmp_path)
-        assert auto_accept(store, threshold=0.9, accept_unscored=False) == (2, 1)
+        assert auto_accept(store, 0.9, accept_unscored=False) == (2, 1)
 
 
 def test_run_waits_for_people_then_exports_their_decisions(tmp_path):
-    from pipeline.run import WaitingForReview
-    from pipeline.run_plan import RunConfig, review_steps
-
     out = tmp_path / "out"
     manifest = demo_manifest(out / "source", [0.1, 0.8, 0.2])
     config = RunConfig(path=tmp_path / "run.toml", out=out)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.run import read_record
+from pipeline.run.step import read_record
 from sinet_plus import manifest as mf
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -114,6 +114,18 @@ def test_sinet_eval_writes_the_json_report(official_weights, val_manifest, tmp_p
     assert sheet.shape == (224, 4 * 2 * 224, 3)
 
 
+def test_sinet_eval_without_weights_scores_the_shipped_model(val_manifest, tmp_path):
+    from sinet.weights import SINET
+
+    report_path = tmp_path / "eval.json"
+    result = CliRunner().invoke(app, ["eval", "--manifest", str(val_manifest), "--split", "val", "--json",
+                                      str(report_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    assert report["weights"] == str(SINET) and report["source"] == "sinet-plus"
+    assert {"iou", "miou", "boundary_f1"} <= set(report) and report["iou"] > 80
+
+
 @pytest.mark.slow
 def test_sinet_predict_writes_masks_cutouts_overlays_and_resumes(official_weights, eg1800_dir, tmp_path):
     photos = tmp_path / "photos"

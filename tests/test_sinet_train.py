@@ -3,37 +3,33 @@ resumed (it must end exactly where an unbroken run ends)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from PIL import Image, ImageEnhance
+from typer.testing import CliRunner
 
 from pipeline.importers import import_eg1800
 from sinet.checkpoint import load_checkpoint, load_model, save_checkpoint
+from sinet.cli import app as sinet_app
 from sinet.data import EpochSampler, SegmentationDataset, manifest_samples
 from sinet.model import SINet, SINetEncoder
 from sinet.preprocess import IMAGENET
-from sinet.train import (
-    KILL_HOOK,
-    Distributed,
-    TrainConfig,
-    Trainer,
-    make_optimizer,
-    milestones,
-    parameter_groups,
-    step_schedule,
-    train,
-    training_throughput,
-)
+from sinet.recipe import AugmentationConfig
+from sinet.training.config import TrainConfig
+from sinet.training.optim import make_optimizer, milestones, parameter_groups, plan_epochs, step_schedule
+from sinet.training.state import EpochSums, TrainState
+from sinet.training.trainer import train
+from sinet.training_bench import training_throughput
 from sinet.transforms import (
-    AugmentationConfig,
     PilSharpness,
     PortraitWarp,
     downsample_labels,
@@ -156,6 +152,19 @@ def test_epoch_sampler_is_seeded_resumable_and_shards():
     assert [len(EpochSampler(10, 1, 2, 3, rank=r, world_size=3)) for r in range(3)] == [4, 3, 3]
 
 
+def test_fixed_epoch_size_gives_equal_steps_and_fair_coverage():
+    # a pool of 10 drawn 4 per epoch: every epoch has 4 keys, 5 epochs see every sample exactly twice
+    epochs = [[i for i, _ in EpochSampler(10, seed=1, stage=2, epoch=e, epoch_size=4)] for e in range(5)]
+    assert [len(e) for e in epochs] == [4] * 5
+    counts = np.bincount([i for e in epochs for i in e], minlength=10)
+    assert counts.tolist() == [2] * 10
+    assert epochs == [[i for i, _ in EpochSampler(10, seed=1, stage=2, epoch=e, epoch_size=4)] for e in range(5)]
+    assert len(EpochSampler(10, seed=1, stage=2, epoch=1, epoch_size=4, start=3)) == 1
+    # a pool smaller than an epoch: each epoch is longer than the pool and still balanced over cycles
+    big = [i for i, _ in EpochSampler(3, seed=1, stage=2, epoch=0, epoch_size=7)]
+    assert len(big) == 7 and max(np.bincount(big)) - min(np.bincount(big)) <= 1
+
+
 # ---- optimizer and schedule ----
 
 def test_weight_decay_groups_follow_the_official_code():
@@ -196,21 +205,60 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+KILLED_AT_STEP_6 = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_sinet_train import _tiny_config
+from sinet.training.trainer import train
+
+def kill_after_step_6(state):  # exactly like an external kill -9, after any checkpoint due at that step
+    if state.global_step == 6:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+train(_tiny_config(Path(sys.argv[1]), Path(sys.argv[2]), workers=2), after_step=kill_after_step_6)
+"""
+
+STATE_KEYS = {"config", "stage", "epoch", "step", "global_step", "planned_epochs", "stage_seconds", "run_seconds",
+              "epoch_seconds", "sums", "history", "best", "skipped", "pixel_counts", "class_weights", "optimizer",
+              "scheduler", "scaler", "rng"}
+"""The keys of ``last.pt``'s ``extra`` as the trainer has always written them (a last.pt of an earlier version
+must resume)."""
+
+
+def _equal(a, b) -> bool:
+    """Deep equality of checkpoint values (tensors compared element-wise)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return a == b or (a != a and b != b)  # NaN equals NaN here
+
+
 @pytest.mark.slow
 def test_killed_and_resumed_run_ends_like_an_unbroken_one(tiny_manifest, tmp_path):
     unbroken = tmp_path / "unbroken"
-    best = train(_tiny_config(tiny_manifest, unbroken, workers=0))
-    assert set(best) == {"1", "2"}
+    args = ["train", "--manifest", str(tiny_manifest), "--stage1-epochs", "2", "--stage2-epochs", "2",
+            "--stage1-batch", "4", "--stage2-batch", "4", "--size", "64", "--threads", "1", "--checkpoint-every", "2"]
+    run = CliRunner().invoke(sinet_app, [*args, "--out", str(unbroken), "--workers", "0"])
+    assert run.exit_code == 0, run.output
+    assert "stage 1: best val IoU" in run.output and "stage 2: best val IoU" in run.output
+    # the command's defaults are the dataclass's: the config it ran is TrainConfig with the flags given
+    expected = replace(_tiny_config(tiny_manifest, unbroken, workers=0), augmentation=AugmentationConfig(size=64))
+    assert json.loads((unbroken / "config.json").read_text()) == json.loads(json.dumps(expected.to_dict()))
 
     # 12 readable photos, batch 4: 3 steps per epoch. Step 6 is the last step of stage 1's second epoch,
     # after the mid-epoch checkpoint at its step 2, so the resumed run has to redo that step.
     resumed = tmp_path / "resumed"
-    args = ["train", "--manifest", str(tiny_manifest), "--out", str(resumed), "--stage1-epochs", "2",
-            "--stage2-epochs", "2", "--stage1-batch", "4", "--stage2-batch", "4", "--size", "64",
-            "--threads", "1", "--checkpoint-every", "2"]
-    killed = _cli(*args, "--workers", "2", env={KILL_HOOK: "6"})
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_STEP_6.format(tests=str(PROJECT / "tests")),
+                             str(tiny_manifest), str(resumed)], cwd=PROJECT, capture_output=True, text=True,
+                            timeout=300)
     assert killed.returncode == -9, killed.stderr
     state = load_checkpoint(resumed / "last.pt")["extra"]
+    assert set(state) == STATE_KEYS
+    assert _equal(TrainState.from_dict(state).to_dict(), state)
     assert (state["stage"], state["epoch"], state["step"], state["global_step"]) == (1, 1, 2, 5)
     assert not (resumed / "best.pt").exists()
     finished = _cli("train", "--out", str(resumed), "--resume", "--workers", "1")
@@ -236,6 +284,22 @@ def test_killed_and_resumed_run_ends_like_an_unbroken_one(tiny_manifest, tmp_pat
         assert (resumed / name).stat().st_size > 0
     model, preprocessing, meta = load_model(resumed / "best.pt")
     assert isinstance(model, SINet) and preprocessing.size == (64, 64) and meta["extra"]["stage"] == 2
+
+
+def test_train_state_round_trips_through_a_weights_only_checkpoint(tmp_path):
+    state = TrainState(config=TrainConfig(manifests=["m.csv"], out="run").to_dict(), stage=2, planned_epochs=7,
+                       skipped=[{"id": "a", "split": "val", "reason": "unreadable"}], pixel_counts=[300, 100],
+                       class_weights=[1.2, 3.4], epoch=3, step=5, global_step=41, stage_seconds=12.5,
+                       run_seconds=80.25, epoch_seconds=[4.0, 3.5, 5.0],
+                       sums=EpochSums(loss=1.5, band_loss=0.25, images=20, seconds=2.0),
+                       history=[{"stage": 2, "epoch": 1, "val_iou": 70.0, "selected": True}],
+                       best={"2": {"epoch": 1, "iou": 70.0}}, optimizer={"state": {}, "param_groups": []},
+                       scheduler={"milestones": {4: 1, 6: 1}}, scaler={})
+    stored = state.to_dict()
+    assert set(stored) == STATE_KEYS and stored["sums"] == {"loss": 1.5, "band_loss": 0.25, "images": 20,
+                                                            "seconds": 2.0}
+    torch.save(stored, tmp_path / "state.pt")
+    assert TrainState.from_dict(torch.load(tmp_path / "state.pt", weights_only=True)) == state
 
 
 def test_init_starts_stage_2_from_a_full_checkpoint(tiny_manifest, tmp_path):
@@ -265,23 +329,17 @@ def test_throughput_runs_real_photos_through_the_real_pipeline(tiny_manifest):
 
 def test_time_budget_fits_epochs_to_the_pace_until_the_first_milestone():
     config = TrainConfig(manifests=[], out="", time_budget=10, stage1_share=0.5)  # 300 s per stage
-    optimizer, scheduler = make_optimizer(SINetEncoder(), config, 300)
-    planner = SimpleNamespace(config=config, scheduler=scheduler, stage=1, dist=Distributed(),
-                              state={"stage": 1, "epoch": 1, "planned_epochs": 300, "stage_seconds": 100.0,
-                                     "run_seconds": 100.0, "epoch_seconds": [100.0]})
-    Trainer._plan_epochs(planner)
-    assert planner.state["planned_epochs"] == 300  # no plan from the first epoch alone
-    planner.state.update(epoch=2, stage_seconds=130.0, epoch_seconds=[100.0, 30.0])
-    Trainer._plan_epochs(planner)  # the first epoch was slow (start-up): the pace is the later epochs' 30 s
-    assert planner.state["planned_epochs"] == 2 + (300 - 130) // 30
-    assert sorted(scheduler.milestones) == milestones(7, config.lr_milestones)
-    planner.state.update(epoch=4, stage_seconds=190.0, epoch_seconds=[100.0, 30.0, 30.0, 30.0])
-    Trainer._plan_epochs(planner)  # the LR has been cut at epoch 4: the plan stays
-    assert planner.state["planned_epochs"] == 7
+    first = milestones(300, config.lr_milestones)[0]
+    state = TrainState(config={}, stage=1, planned_epochs=300, epoch=1, stage_seconds=100.0, run_seconds=100.0,
+                       epoch_seconds=[100.0])
+    assert plan_epochs(config, state, first) == 300  # no plan from the first epoch alone
+    state = replace(state, epoch=2, stage_seconds=130.0, epoch_seconds=[100.0, 30.0])
+    # the first epoch was slow (start-up): the pace is the later epochs' 30 s
+    assert plan_epochs(config, state, first) == 2 + (300 - 130) // 30 == 7
+    assert milestones(7, config.lr_milestones, not_before=3) == [4, 6]  # the revised schedule of that plan
+    state = replace(state, epoch=4, planned_epochs=7, stage_seconds=190.0, epoch_seconds=[100.0, 30.0, 30.0, 30.0])
+    assert plan_epochs(config, state, first_milestone=4) == 7  # the LR has been cut at epoch 4: the plan stays
     # stage 2 gets what stage 1 left of the whole budget: 600 - (450 - 100) s
-    optimizer, scheduler = make_optimizer(SINet(), config, 300)
-    planner = SimpleNamespace(config=config, scheduler=scheduler, stage=2, dist=Distributed(),
-                              state={"stage": 2, "epoch": 2, "planned_epochs": 300, "stage_seconds": 100.0,
-                                     "run_seconds": 450.0, "epoch_seconds": [50.0, 50.0]})
-    Trainer._plan_epochs(planner)
-    assert planner.state["planned_epochs"] == 2 + (250 - 100) // 50
+    state = TrainState(config={}, stage=2, planned_epochs=300, epoch=2, stage_seconds=100.0, run_seconds=450.0,
+                       epoch_seconds=[50.0, 50.0])
+    assert plan_epochs(config, state, first) == 2 + (250 - 100) // 50

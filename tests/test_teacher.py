@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from teacher_helpers import TINY, TRAIN_STEMS, VAL_STEMS, invoke, small_manifest
 
-from pipeline.teacher.checkpoint import FORMAT, file_hash, load_teacher, read_checkpoint
+from pipeline.teacher.checkpoint import FORMAT, load_teacher, read_checkpoint, teacher_hash
 from pipeline.teacher.inference import model_shape, resize_for_model
 from pipeline.teacher.model import EncoderWeightsUnavailable, TeacherConfig, _hub_unreachable, build_model
-from pipeline.teacher.train import cosine_lr, photo_iou, split_rows
+from pipeline.teacher.pseudo_label import LabelOptions
+from pipeline.teacher.train import TrainOptions, cosine_lr, split_rows
 from sinet_plus import manifest as mf
+from sinet_plus.errors import UserError
 from sinet_plus.torch_utils import CheckpointError
 
 
@@ -47,7 +50,7 @@ def test_checkpoint_carries_its_config_and_loads_weights_only(trained, eg1800_di
     assert len(payload["data_hash"]) == 16
     assert payload["val"]["photos"] == len(VAL_STEMS) and 0.0 <= payload["val"]["iou"] <= 1.0
     teacher = load_teacher(out)
-    assert teacher.hash == file_hash(out) and not teacher.model.training
+    assert teacher.hash == teacher_hash(out) and not teacher.model.training
     train, val = split_rows([manifest])
     assert len(train) == len(TRAIN_STEMS) + 1 and len(val) == len(VAL_STEMS)
     skipped = read_checkpoint(out)["train"]["skipped"]
@@ -70,7 +73,7 @@ def test_init_from_a_local_checkpoint(trained, tmp_path):
     result = invoke("train-teacher", "--manifest", manifest, "--out", tmp_path / "init.pt", *TINY,
                     "--init", out, "--max-steps", "1")
     assert result.exit_code == 0, result.output
-    assert read_checkpoint(tmp_path / "init.pt")["config"]["encoder_weights"] == f"init:{file_hash(out)}"
+    assert read_checkpoint(tmp_path / "init.pt")["config"]["encoder_weights"] == f"init:{teacher_hash(out)}"
     wrong = invoke("train-teacher", "--manifest", manifest, "--out", tmp_path / "x.pt", "--encoder", "resnet18",
                    "--init", out, "--max-steps", "1", "--workers", "0")
     assert wrong.exit_code == 1 and "mobilenet_v2" in wrong.output
@@ -128,8 +131,12 @@ def test_resize_keeps_aspect_and_multiples_of_32(eg1800_dir):
     assert height % 32 == 0 and width % 32 == 0 and abs(width / height - 550 / 877) < 0.05
 
 
-def test_learning_rate_anneals_and_iou_ignores_unknown():
+def test_learning_rate_anneals():
     assert cosine_lr(1e-3, 0) == pytest.approx(1e-3) and cosine_lr(1e-3, 1) == pytest.approx(2e-5)
-    truth = np.array([[1, 1, 255, 0]], np.uint8)
-    assert photo_iou(np.array([[0.9, 0.9, 0.9, 0.1]]), truth) == 1.0
-    assert photo_iou(np.array([[0.9, 0.1, 0.1, 0.9]]), truth) == pytest.approx(1 / 3)
+
+
+def test_unknown_option_values_are_refused_with_the_value():
+    with pytest.raises(UserError, match="encoder_weights must be one of none, imagenet, not 'imagnet'"):
+        TrainOptions(manifests=[], out=Path("t.pt"), encoder_weights="imagnet")
+    with pytest.raises(UserError, match="engine must be one of local, ray, not 'spark'"):
+        LabelOptions(engine="spark")

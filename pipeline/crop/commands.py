@@ -1,4 +1,8 @@
-"""Command-line shell of this stage: `pipeline crop-baidu`."""
+"""Command-line shell of this stage: `pipeline crop-baidu`.
+
+Every setting's default is read from :class:`~pipeline.crop.stage.CropSettings`, and every flag is named after its
+field (with the group's name in front where the field's alone would be ambiguous: ``--detector-max-side``).
+"""
 
 from __future__ import annotations
 
@@ -8,25 +12,32 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from pipeline.crop.faces import DetectorSettings
 from pipeline.crop.framing import FramingRule
 from pipeline.crop.preview import write_contact_sheet
 from pipeline.crop.rules import SelectionRules
 from pipeline.crop.stage import CropSettings, run
+from pipeline.faces import DetectorSettings
 from sinet_plus import manifest as mf
 from sinet_plus.errors import UserError
 
 defaults = CropSettings()
+NATIVE = "native"
 
 
-def _size(text: str) -> tuple[int, int]:
+def _size(text: str) -> tuple[int, int] | None:
+    if text.lower() == NATIVE:
+        return None
     try:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise typer.BadParameter(f"{text!r} is not WIDTHxHEIGHT (e.g. 600x800)") from None
+        raise typer.BadParameter(f"{text!r} is not WIDTHxHEIGHT (e.g. 600x800) or {NATIVE}") from None
     if width < 1 or height < 1:
         raise typer.BadParameter(f"{text!r}: width and height must be positive")
     return width, height
+
+
+def _size_text(size: tuple[int, int] | None) -> str:
+    return NATIVE if size is None else f"{size[0]}x{size[1]}"
 
 
 def _thresholds(text: str) -> tuple[float, float, float]:
@@ -47,8 +58,9 @@ def crop_baidu(
                                                           "of IMAGES_DIR and MASKS_DIR.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Processes, each with its own MTCNN.")] = 1,
     threads: Annotated[int, typer.Option(min=1, help="Torch threads per worker.")] = 1,
-    size: Annotated[str, typer.Option(help="Output size WIDTHxHEIGHT (EG1800-like).")] = "600x800",
-    native_size: Annotated[bool, typer.Option(help="Write crops at the photo's own resolution.")] = False,
+    output_size: Annotated[str, typer.Option(help="Size of the written crops, WIDTHxHEIGHT (EG1800-like), or "
+                                                  f"{NATIVE} (the photo's own resolution).")
+                           ] = _size_text(defaults.output_size),
     preview: Annotated[Optional[Path], typer.Option(help="Write a contact sheet PNG of random crops.")] = None,
     preview_count: Annotated[int, typer.Option(min=1, help="Crops on the contact sheet.")] = 24,
     face_width_share: Annotated[float, typer.Option(help="Face width / crop width off portraits.")]
@@ -60,7 +72,7 @@ def crop_baidu(
         = defaults.framing.portrait_face_share,
     face_center_height: Annotated[float, typer.Option(help="Face centre height / crop height.")]
         = defaults.framing.face_center_height,
-    min_face: Annotated[float, typer.Option(help="Smallest face width in photo pixels.")]
+    min_face_width: Annotated[float, typer.Option(help="Smallest face width in photo pixels.")]
         = defaults.rules.min_face_width,
     min_face_in_mask: Annotated[float, typer.Option(help="Smallest share of the face box the mask covers.")]
         = defaults.rules.min_face_in_mask,
@@ -73,10 +85,11 @@ def crop_baidu(
         = defaults.rules.min_coverage,
     max_coverage: Annotated[float, typer.Option(help="Largest person share of a crop.")]
         = defaults.rules.max_coverage,
-    detect_side: Annotated[int, typer.Option(help="Long side of the copy faces are searched on (0 = full).")]
+    detector_max_side: Annotated[int, typer.Option(help="Long side of the copy faces are searched on (0 = full).")]
         = defaults.detector.max_side,
-    thresholds: Annotated[str, typer.Option(help="MTCNN stage thresholds P,R,O.")] = "0.6,0.7,0.7",
-    detect_min_face: Annotated[int, typer.Option(help="Smallest face MTCNN searches, in searched pixels.")]
+    thresholds: Annotated[str, typer.Option(help="MTCNN stage thresholds P,R,O.")]
+        = ",".join(map(str, defaults.detector.thresholds)),
+    detector_min_face_size: Annotated[int, typer.Option(help="Smallest face MTCNN searches, in searched pixels.")]
         = defaults.detector.min_face_size,
     unknown_value: Annotated[Optional[int], typer.Option(help="Mask value meaning unknown.")]
         = defaults.unknown_value,
@@ -87,13 +100,13 @@ def crop_baidu(
     settings = CropSettings(
         framing=FramingRule(face_width_share=face_width_share, widest_face_share=widest_face_share,
                             portrait_face_share=portrait_face_share, face_center_height=face_center_height),
-        rules=SelectionRules(min_face_width=min_face, min_face_in_mask=min_face_in_mask,
+        rules=SelectionRules(min_face_width=min_face_width, min_face_in_mask=min_face_in_mask,
                              max_person_above_face=max_person_above_face,
                              max_face_overlap=max_face_overlap, min_coverage=min_coverage,
                              max_coverage=max_coverage),
-        detector=DetectorSettings(max_side=detect_side, thresholds=_thresholds(thresholds),
-                                  min_face_size=detect_min_face),
-        output_size=None if native_size else _size(size), unknown_value=unknown_value)
+        detector=DetectorSettings(max_side=detector_max_side, thresholds=_thresholds(thresholds),
+                                  min_face_size=detector_min_face_size),
+        output_size=_size(output_size), unknown_value=unknown_value)
     source = mf.load(manifest) if manifest is not None else None
     summary = run(images_dir, masks_dir, out, settings, workers=workers, threads=threads, manifest=source)
     crops = mf.read_manifest(summary.manifest)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.crop.faces import BoxGeometry, Face
+from pipeline.faces import BoxGeometry, Face
 from sinet_plus.errors import UserError
 
 

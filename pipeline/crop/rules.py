@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.crop.faces import Face
+from pipeline.faces import Face
 
 EMPTY_MASK = "empty_mask"
 PHOTO_TOO_SMALL = "photo_too_small"

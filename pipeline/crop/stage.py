@@ -15,7 +15,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.crop.faces import DetectorSettings, Face, FaceDetector
 from pipeline.crop.framing import CropBox, FramingRule, frame_face
 from pipeline.crop.rules import (
     NO_FACE,
@@ -27,6 +26,7 @@ from pipeline.crop.rules import (
     check_mask,
     person_share,
 )
+from pipeline.faces import DetectorSettings, Face, detector
 from sinet_plus.imageio import list_photos, read_image, read_mask, write_jpeg, write_mask
 from sinet_plus.manifest import Manifest
 from sinet_plus.stage import Outcome, StageSummary, claim_folder, map_items, run_stage
@@ -131,7 +131,7 @@ def crop_row(stem: str, image_path: Path, crop: Crop, out_dir: Path) -> dict:
 
 
 _worker: dict = {}
-"""Per-process state set by :func:`init_worker`: the detector, the settings and the output folder."""
+"""Per-process state set by :func:`init_worker`: the settings and the output folder."""
 
 
 def init_worker(settings: CropSettings, out_dir: str, threads: int | None = None) -> None:
@@ -140,7 +140,8 @@ def init_worker(settings: CropSettings, out_dir: str, threads: int | None = None
         import torch
 
         torch.set_num_threads(threads)
-    _worker.update(settings=settings, out_dir=Path(out_dir), detector=FaceDetector(settings.detector))
+    _worker.update(settings=settings, out_dir=Path(out_dir))
+    detector(settings.detector)
 
 
 def process_photo(payload: tuple[str, str, str | None]) -> Outcome:
@@ -158,7 +159,7 @@ def process_photo(payload: tuple[str, str, str | None]) -> Outcome:
     if min(image.shape[:2]) < settings.rules.min_face_width:
         return Outcome.skipped(stem, PHOTO_TOO_SMALL, f"{image_file}: {image.shape[1]}x{image.shape[0]} photo is "
                                                       "smaller than the minimum face")
-    faces = _worker["detector"].detect(image) if check_mask(mask) is None else []
+    faces = detector(settings.detector).detect(image) if check_mask(mask) is None else []
     result = crop_photo(image, mask, faces, settings)
     outcome = Outcome(stem)
     for crop in result.crops:

@@ -94,11 +94,13 @@ def export_command(
     out: Annotated[Path, typer.Option(help="Manifest to write (.csv or .parquet).")],
     base: Annotated[list[Path], typer.Option(help="Manifests to include as they are (repeat for several).")] = [],
     with_rejected: Annotated[bool, typer.Option(help="Also write rejected items (status rejected).")] = False,
+    split: Annotated[Optional[str], typer.Option(help="Give every reviewed row this split (e.g. train: pseudo-labels "
+                                                      "come out of the teacher as unlabeled).")] = None,
 ) -> None:
     """Write the accepted items (plus any base manifests) as a manifest the SINet trainer reads."""
     from pipeline.review.export import export_manifest
 
-    manifest, reviewed = export_manifest(Store(db), out, base, with_rejected)
+    manifest, reviewed = export_manifest(Store(db), out, base, with_rejected, split)
     mf.write_manifest(manifest, out)
     console.print(f"wrote {len(manifest)} rows to {out} ({reviewed} reviewed, {len(manifest) - reviewed} from "
                   "base manifests)")

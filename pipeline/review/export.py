@@ -1,7 +1,9 @@
-"""The reviewed items as a manifest the SINet trainer reads."""
+"""The reviewed items as a manifest the SINet trainer reads: the one export behind ``pipeline export`` and the
+curated manifest of ``pipeline run``."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,12 +42,27 @@ def verdicts(store: Store) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["key", "status", "reviewer", "decided_at", "reason"])
 
 
-def export_manifest(store: Store, out: str | os.PathLike, bases: list[Path] = (),
-                    with_rejected: bool = False) -> tuple[mf.Manifest, int]:
+def verdicts_digest(store: Store) -> str:
+    """A short hash of every counting decision: it changes whenever someone decides or undoes something."""
+    decisions = store.decisions_frame()
+    text = decisions[["key", "annotator", "decision", "reason"]].to_csv(index=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def export_manifest(store: Store, out: str | os.PathLike, bases: list[Path] = (), with_rejected: bool = False,
+                    split: str | None = None) -> tuple[mf.Manifest, int]:
     """The accepted items (and the rejected ones when asked) stacked with ``bases``, rooted at ``out``'s folder.
 
     Returns the manifest and how many reviewed rows it holds. Raises :class:`~sinet_plus.manifest.ManifestError`
     when a base manifest is invalid or its ids clash with reviewed ones.
+
+    Args:
+        store: the review store.
+        out: the manifest to be written (paths are made relative to its folder).
+        bases: manifests to include as they are.
+        with_rejected: also export the rejected items (status ``rejected``).
+        split: give every reviewed row this split (pseudo-labels come out of the teacher as ``unlabeled``, and
+            the SINet trainer reads one split); None keeps each row's own.
     """
     items = store.items_frame().set_index("key")
     table = verdicts(store)
@@ -53,6 +70,8 @@ def export_manifest(store: Store, out: str | os.PathLike, bases: list[Path] = ()
         table = table[table["status"] == "accepted"]
     rows = [{**items.at[v.key, "row"], "status": v.status, "reviewer": v.reviewer, "decided_at": v.decided_at,
              "reason": v.reason} for v in table.itertuples()]
+    if split is not None:
+        rows = [{**row, "split": split} for row in rows]
     reviewed = mf.Manifest(mf.new_rows(rows), store.data_root)
     target = Path(out).parent.absolute()
     combined = mf.concat([reviewed, *(mf.load(path) for path in bases)], target)

@@ -412,6 +412,12 @@ class Store:
         median = float(pd.Series(seconds).median()) if seconds else None
         return Progress(int(total), int(done), int(mine), median, int(others))
 
+    def undecided(self) -> list[tuple[str, dict]]:
+        """Real (not gold) items that still need a decision, in the order they were queued: ``(key, row)`` with
+        the item's manifest row."""
+        rows = self._read("SELECT key, row FROM items WHERE done < needed AND gold IS NULL ORDER BY id")
+        return [(key, json.loads(row)) for key, row in rows]
+
     def items_frame(self) -> pd.DataFrame:
         """Every item: key, image, mask, rank, done, needed, gold, manifest and its manifest row (dict)."""
         with self._lock:

@@ -31,7 +31,7 @@ from sklearn.metrics import roc_auc_score
 
 from pipeline.teacher.ensemble import MemberSpec, TeacherEnsemble, assemble, save_ensemble
 from pipeline.teacher.signals import PRIORITY_RULES, priority, quality_signals
-from pipeline.teacher.train import photo_iou
+from sinet.metrics import foreground_iou
 from sinet_plus import manifest as mf
 from sinet_plus.imageio import read_image, read_mask
 from sinet_plus.stage import console
@@ -79,12 +79,12 @@ def score_photos(teacher: TeacherEnsemble, rows: mf.Manifest, batch_size: int = 
             for offset, (prediction, truth) in enumerate(zip(teacher.predict(photos), batch_truths)):
                 views = prediction.views
                 signals = quality_signals(views.plain, views.mirrored, None, prediction.members, teacher.priority)
-                record = {"id": rows.frame["id"].iloc[start + offset], "iou": photo_iou(views.merged(), truth),
+                record = {"id": rows.frame["id"].iloc[start + offset], "iou": foreground_iou(views.merged() > 0.5, truth),
                           **signals}
                 for rule in PRIORITY_RULES:
                     record[f"priority_{rule}"] = priority(signals, rule)
                 for index, member in enumerate(prediction.members):
-                    record[f"member_iou_{index}"] = photo_iou(member, truth)
+                    record[f"member_iou_{index}"] = foreground_iou(member > 0.5, truth)
                 records.append(record)
                 if keep_maps:
                     member_probs.append([m.astype(np.float16) for m in prediction.members])
@@ -106,7 +106,7 @@ def choose_weights(scored: ScoredPhotos, step: float = 0.1) -> tuple[tuple[float
     """The vote weights with the best mean per-photo IoU on the scored photos, and that IoU."""
     best, best_iou = None, -1.0
     for weights in weight_grid(len(scored.member_probs[0]), step):
-        ious = [photo_iou(sum(w * m.astype(np.float32) for w, m in zip(weights, maps)), truth)
+        ious = [foreground_iou(sum(w * m.astype(np.float32) for w, m in zip(weights, maps)) > 0.5, truth)
                 for maps, truth in zip(scored.member_probs, scored.truths)]
         if np.mean(ious) > best_iou:
             best, best_iou = weights, float(np.mean(ious))

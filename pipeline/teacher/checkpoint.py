@@ -14,7 +14,6 @@ Layout (written atomically)::
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from torch import nn
 
 from pipeline.teacher.model import TeacherConfig, build_model
 from sinet_plus.errors import UserError
-from sinet_plus.files import atomic_path
+from sinet_plus.files import atomic_path, file_hash
 from sinet_plus.torch_utils import CheckpointError, load_weights_only
 
 FORMAT = "sinet-plus-teacher/1"
@@ -84,13 +83,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return dict(payload)
 
 
-def file_hash(path: str | os.PathLike, length: int = 12) -> str:
-    """Short SHA-256 of a file's bytes: names the teacher in manifest rows."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]
+def teacher_hash(path: str | os.PathLike) -> str:
+    """The first 12 hex digits of the checkpoint file's SHA-256: names the teacher in manifest rows."""
+    return file_hash(path, 12)
 
 
 def load_teacher(path: str | os.PathLike, device: str | torch.device = "cpu") -> Teacher:
@@ -101,7 +96,7 @@ def load_teacher(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     """
     payload = read_checkpoint(path)
     model, config = teacher_from_payload(payload, path)
-    return Teacher(model.to(device).eval(), config, file_hash(path), dict(payload.get("val", {})),
+    return Teacher(model.to(device).eval(), config, teacher_hash(path), dict(payload.get("val", {})),
                    str(payload.get("data_hash", "")))
 
 

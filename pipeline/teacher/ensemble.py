@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from pipeline.teacher.checkpoint import FORMAT as DEEPLAB_FORMAT
-from pipeline.teacher.checkpoint import file_hash
+from pipeline.teacher.checkpoint import teacher_hash
 from pipeline.teacher.members import DEEPLAB, KINDS, SINET, Member, Views, build_member
 from pipeline.teacher.signals import DEFAULT_PRIORITY, PRIORITY_RULES
 from sinet_plus.files import atomic_path
@@ -248,6 +248,6 @@ def load_any_teacher(path: str | os.PathLike, device: torch.device = torch.devic
     if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
         specs = [MemberSpec(m["kind"], m["name"], m["checkpoint"], m["weight"], tuple(m["sizes"]))
                  for m in payload["members"]]
-        return assemble(specs, payload["priority"], payload["acceptance"], payload["card"], file_hash(path), path,
+        return assemble(specs, payload["priority"], payload["acceptance"], payload["card"], teacher_hash(path), path,
                         device)
-    return assemble([member_from_file(path)], hash=file_hash(path), source=path, device=device)
+    return assemble([member_from_file(path)], hash=teacher_hash(path), source=path, device=device)

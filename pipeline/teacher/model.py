@@ -37,8 +37,8 @@ class TeacherConfig:
         mean: per-channel mean of RGB values scaled to 0..1, subtracted before the model.
         std: per-channel standard deviation, divided after the mean.
         encoder_weights: what the encoder started from (``imagenet``, ``none``, or ``init:<hash>``); provenance.
-        decoder_channels: width of the DeepLabV3+ decoder (smp's default 256; 128 halves a CPU step's time at
-            320 px with ResNet-18).
+        decoder_channels: width of the DeepLabV3+ decoder (smp's default 256; narrower is faster on a CPU, see
+            docs/teacher.md).
     """
 
     encoder: str = DEFAULT_ENCODER

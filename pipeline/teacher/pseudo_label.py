@@ -22,6 +22,7 @@ outcomes, resumes, and writes ``manifest.csv`` and ``skipped.csv``.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -35,12 +36,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pipeline.faces import DetectorSettings, detector
 from pipeline.teacher.ensemble import EnsemblePrediction, load_any_teacher
 from pipeline.teacher.members import DEEPLAB
 from pipeline.teacher.signals import quality_signals
-from pipeline.teacher.train import photo_iou
+from sinet.metrics import foreground_iou
 from sinet_plus import manifest as mf
-from sinet_plus.errors import PathError
+from sinet_plus.errors import PathError, UserError
 from sinet_plus.imageio import ImageReadError, list_photos, read_image, read_mask, write_mask, write_png
 from sinet_plus.stage import ERROR_REASON, Outcome, StageSummary, claim_folder, run_stage
 from sinet_plus.torch_utils import pick_device
@@ -56,9 +58,11 @@ WORKING_SIDE = 1280
 """Larger photos are shrunk to this long side on the loading side (every teacher predicts at 512 px or less);
 masks are written at the photo's own size."""
 
+ENGINES = ("local", "ray")
+
 FACE_SEARCH_SIDE = 320
-"""MTCNN searches a copy with this long side: ``face_in_mask`` only needs the largest face, which it finds as at
-640 px (264 of 264 EG1800 val and raw photos) in 0.46x the time (docs/teacher.md)."""
+"""MTCNN searches a copy with this long side: ``face_in_mask`` only needs the largest face, which it finds there
+as well as at crop-baidu's 640 px, in less time (docs/teacher.md)."""
 
 
 @dataclass
@@ -75,6 +79,9 @@ class LabelOptions:
         batch_size: photos per model call.
         workers: loader processes (local) or loading actors (ray).
         device: ``auto``, ``cpu``, ``cuda``...
+        engine: ``local`` (DataLoader processes and the model in this process) or ``ray`` (Ray Data actors).
+        actors: Ray: model actors.
+        gpus_per_actor: Ray: GPUs per model actor (None: one where the cluster has GPUs, else none).
     """
 
     long_side: int | None = None
@@ -84,6 +91,13 @@ class LabelOptions:
     batch_size: int = 8
     workers: int = 2
     device: str = "auto"
+    engine: str = "local"
+    actors: int = 1
+    gpus_per_actor: float | None = None
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise UserError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
 
 
 @dataclass
@@ -146,19 +160,6 @@ def _empty(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
 
 
-_detector = None
-
-
-def _face_detector():
-    """MTCNN, loaded once per process (its weights ship with facenet-pytorch)."""
-    global _detector
-    if _detector is None:
-        from pipeline.crop.faces import DetectorSettings, FaceDetector
-
-        _detector = FaceDetector(DetectorSettings(max_side=FACE_SEARCH_SIDE))
-    return _detector
-
-
 def load_photo(key: str, item: PhotoItem, faces: bool) -> LoadedPhoto:
     """Read one photo, find its largest face and shrink it to the working size; failures become a skip reason."""
     try:
@@ -170,7 +171,7 @@ def load_photo(key: str, item: PhotoItem, faces: bool) -> LoadedPhoto:
         scale = min(1.0, WORKING_SIDE / max(height, width))
         if scale < 1:
             photo = cv2.resize(photo, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-        found = _face_detector().detect(photo) if faces else []
+        found = detector(DetectorSettings(max_side=FACE_SEARCH_SIDE)).detect(photo) if faces else []
         face = (found[0].x0, found[0].y0, found[0].x1, found[0].y1) if found else None
         return LoadedPhoto(key, item, photo, (height, width), face)
     except ImageReadError as error:
@@ -243,7 +244,7 @@ class Labeler:
                "width": photo.size[1], "height": photo.size[0], "teacher": self.teacher_hash, **signals,
                "auto_accept": self.teacher.accepts(signals["priority"])}
         if photo.item.checked is not None:
-            agreement = photo_iou(prob, read_mask(photo.item.checked, unknown_value=128))
+            agreement = foreground_iou(prob > 0.5, read_mask(photo.item.checked, unknown_value=128))
             row.update(mask=self.relative(photo.item.checked), teacher_mask=row["mask"], teacher_agreement=agreement,
                        priority=1 - agreement, auto_accept=self.teacher.confirms(agreement))
         if "origin" in row:
@@ -304,32 +305,45 @@ def run_local(labeler: Labeler, items: Sequence[tuple[str, PhotoItem]], options:
             yield from finishing.result()
 
 
+def run_on_ray(teacher: str | os.PathLike, out_dir: str | os.PathLike, items: Sequence[tuple[str, PhotoItem]],
+               options: LabelOptions) -> Iterator[Outcome]:
+    """The Ray engine (:mod:`pipeline.teacher.ray_engine`) with this stage's halves: ``options.workers`` loading
+    actors run :func:`load_photo`, ``options.actors`` model actors each hold a :class:`Labeler`.
+
+    Args:
+        teacher: checkpoint or ensemble file, readable from every Ray node.
+        out_dir: output folder, shared by every Ray node.
+        items: pending ``(key, item)`` pairs.
+        options: see :class:`LabelOptions`.
+    """
+    from pipeline.teacher.ray_engine import run_ray
+
+    load = functools.partial(load_photo, faces=options.faces)
+    make_labeler = functools.partial(Labeler, str(teacher), str(out_dir), options)
+    return run_ray(items, load, make_labeler, options.batch_size, options.workers, options.actors,
+                   options.gpus_per_actor)
+
+
 def pseudo_label(source: str | os.PathLike, teacher: str | os.PathLike, out_dir: str | os.PathLike,
-                 options: LabelOptions = LabelOptions(), engine: str = "local", actors: int = 1,
-                 gpus_per_actor: float | None = None) -> StageSummary:
+                 options: LabelOptions = LabelOptions()) -> StageSummary:
     """Pseudo-label a folder or manifest of photos into ``out_dir`` (resumable).
 
     Args:
         source: folder of photos or a manifest.
         teacher: teacher checkpoint.
         out_dir: output folder (``masks/``, ``soft/``, ``manifest.csv``, ``skipped.csv``, journal).
-        options: see :class:`LabelOptions`.
-        engine: ``local`` or ``ray``.
-        actors: Ray model actors.
-        gpus_per_actor: Ray GPUs per model actor (None: one where the cluster has GPUs).
+        options: see :class:`LabelOptions` (also which engine runs it).
 
     Raises:
         CheckpointError: the teacher cannot be loaded (checked before any photo is read).
         UserError: ``out_dir`` holds output of another teacher or other options (resuming would mix them).
     """
     items = plan_items(source)
-    if engine == "ray":
-        from pipeline.teacher.ray_engine import run_ray
-
+    if options.engine == "ray":
         teacher_hash = load_any_teacher(teacher).hash  # fail here, clearly, rather than inside an actor
 
         def execute(pending: list[tuple[str, PhotoItem]]) -> Iterator[Outcome]:
-            return run_ray(teacher, out_dir, pending, options, actors=actors, gpus_per_actor=gpus_per_actor)
+            return run_on_ray(teacher, out_dir, pending, options)
     else:
         labeler = Labeler(teacher, out_dir, options)
         teacher_hash = labeler.teacher_hash
@@ -339,4 +353,4 @@ def pseudo_label(source: str | os.PathLike, teacher: str | os.PathLike, out_dir:
 
     claim_folder(out_dir, {"teacher": teacher_hash, "long_side": options.long_side, "mirror": options.mirror,
                            "faces": options.faces, "soft": options.soft})
-    return run_stage(f"pseudo-label ({engine})", items, execute, out_dir)
+    return run_stage(f"pseudo-label ({options.engine})", items, execute, out_dir)

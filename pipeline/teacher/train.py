@@ -24,16 +24,21 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.teacher.checkpoint import file_hash, load_teacher, read_checkpoint, save_checkpoint
+from pipeline.teacher.checkpoint import load_teacher, read_checkpoint, save_checkpoint
 from pipeline.teacher.inference import Predictor, resize_for_model
 from pipeline.teacher.model import TeacherConfig, build_model
+from sinet.metrics import foreground_iou
 from sinet_plus import manifest as mf
 from sinet_plus.errors import UserError
+from sinet_plus.files import file_hash
 from sinet_plus.imageio import IGNORE, ImageReadError, read_image, read_mask, read_pair
 from sinet_plus.stage import console
 from sinet_plus.torch_utils import autocast, pick_device, seed_everything
 
 log = logging.getLogger(__name__)
+
+ENCODER_WEIGHTS = ("none", "imagenet")
+"""Where a new encoder starts: random initialisation, or ImageNet weights (from the cache or the hub)."""
 
 
 @dataclass
@@ -61,7 +66,7 @@ class TrainOptions:
         val_split: the ``split`` value of the validation rows (e.g. ``holdout``: photos kept out of training
             that are not the reported val set).
         decoder_channels: width of the DeepLabV3+ decoder.
-        cpu_bf16: bf16 autocast on CPUs that run bf16 natively (about 1.8x faster steps at 320 px).
+        cpu_bf16: bf16 autocast on CPUs that run bf16 natively (faster there; docs/teacher.md).
     """
 
     manifests: Sequence[Path]
@@ -84,6 +89,11 @@ class TrainOptions:
     decoder_channels: int = 256
     cpu_bf16: bool = True
 
+    def __post_init__(self):
+        if self.encoder_weights not in ENCODER_WEIGHTS:
+            raise UserError(f"encoder_weights must be one of {', '.join(ENCODER_WEIGHTS)}, "
+                            f"not {self.encoder_weights!r}")
+
 
 def split_rows(paths: Sequence[Path], val_split: str = "val") -> tuple[mf.Manifest, mf.Manifest]:
     """Training and ``val_split`` rows from the manifests: rows with a mask, not rejected."""
@@ -101,7 +111,7 @@ def data_hash(rows: mf.Manifest) -> str:
                                              ordered.paths("mask")):
         digest.update(f"{sample_id}\0{split}\0".encode())
         for path in (image, mask):
-            digest.update(file_hash(path, 64).encode() if path is not None and path.is_file() else b"missing")
+            digest.update(file_hash(path).encode() if path is not None and path.is_file() else b"missing")
     return digest.hexdigest()[:16]
 
 
@@ -161,14 +171,6 @@ def segmentation_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return bce + dice
 
 
-def photo_iou(prob: np.ndarray, truth: np.ndarray) -> float:
-    """IoU of ``prob > 0.5`` with a 0/1/IGNORE mask over known pixels (1.0 when both are empty)."""
-    known = truth != IGNORE
-    predicted, person = (prob > 0.5) & known, (truth == 1)
-    union = np.logical_or(predicted, person).sum()
-    return float(np.logical_and(predicted, person).sum() / union) if union else 1.0
-
-
 class _ValPhotos(Dataset):
     def __init__(self, rows: mf.Manifest, long_side: int):
         self.images, self.masks, self.long_side = rows.paths("image"), rows.paths("mask"), long_side
@@ -185,15 +187,24 @@ def _columns(batch: list[tuple]) -> list[tuple]:
     return list(zip(*batch))
 
 
-def evaluate(predictor: Predictor, rows: mf.Manifest, long_side: int, batch_size: int = 8,
-             workers: int = 0) -> dict[str, float]:
-    """Mean per-photo IoU (and the share of photos below 0.90) of the predictor on ``rows``."""
+def score_teacher(predictor: Predictor, rows: mf.Manifest, long_side: int, batch_size: int = 8,
+                  workers: int = 0) -> dict[str, float]:
+    """Mean per-photo IoU (SINet's official metric of the mask ``p > 0.5``, unknown pixels ignored) and the share
+    of photos below 0.90, of the predictor on ``rows``.
+
+    Args:
+        predictor: the teacher ready for batches.
+        rows: photos with masks.
+        long_side: photos are resized so their long side is this.
+        batch_size: photos per model call.
+        workers: DataLoader processes reading the photos.
+    """
     loader = DataLoader(_ValPhotos(rows, long_side), batch_size=batch_size, num_workers=workers,
                         collate_fn=_columns)
     ious = []
     for resized, sizes, masks in loader:
         for prediction, mask in zip(predictor.predict(resized, sizes, mirror=False), masks):
-            ious.append(photo_iou(prediction.prob, mask))
+            ious.append(foreground_iou(prediction.prob > 0.5, mask))
     return {"iou": float(np.mean(ious)) if ious else float("nan"),
             "below_0.90": float(np.mean(np.array(ious) < 0.9)) if ious else float("nan"), "photos": len(ious)}
 
@@ -258,8 +269,8 @@ def train_teacher(options: TrainOptions) -> dict:
     def checkpoint(completed_epochs: int) -> None:
         nonlocal metrics
         if len(val_rows):
-            metrics = evaluate(Predictor(model.eval(), config, device), val_rows, config.input_size,
-                               workers=min(options.workers, 1))
+            metrics = score_teacher(Predictor(model.eval(), config, device), val_rows, config.input_size,
+                                    workers=min(options.workers, 1))
             model.train()
         metrics.update(epoch=completed_epochs, step=step, minutes=round((time.perf_counter() - start) / 60, 2))
         save_checkpoint(options.out, model, config, rows_hash, metrics,

@@ -1,12 +1,14 @@
-"""Face detection with facenet-pytorch's MTCNN (its weights ship inside the wheel, so it works offline).
+"""Face detection with facenet-pytorch's MTCNN (its weights ship inside the wheel, so it works offline), for every
+stage that needs faces: ``crop-baidu`` frames crops around them, ``pseudo-label`` checks the mask covers the face.
 
-Large photos are searched on a downscaled copy: at 640 px on the long side MTCNN is about 1.9x faster than on
-a 768x1024 photo and finds the same main face in all 132 raw EG1800 photos. Boxes come back in the original
-photo's pixels.
+Large photos are searched on a downscaled copy, which is faster and finds the same main face (docs/crop-baidu.md
+and docs/teacher.md have the measurements). Boxes come back in the original photo's pixels. :func:`detector` is
+how a stage gets its MTCNN: loaded once per process and settings, whichever stage asks.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -91,3 +93,10 @@ class FaceDetector:
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4) / scale
         faces = [Face(*(float(v) for v in box), prob=float(prob)) for box, prob in zip(boxes, probs)]
         return sorted(faces, key=lambda f: -f.width * f.height)
+
+
+@functools.cache
+def detector(settings: DetectorSettings = DetectorSettings()) -> FaceDetector:
+    """This process's :class:`FaceDetector` for ``settings``, loaded on first use (worker processes each load
+    their own)."""
+    return FaceDetector(settings)

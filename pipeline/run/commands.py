@@ -10,6 +10,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from pipeline.run.config import load_config
+from pipeline.run.plan import plan
+from pipeline.run.runner import Runner, subprocess_env
+from pipeline.run.step import WaitingForReview
 from sinet_plus.cli import stderr
 
 WAITING_EXIT = 2
@@ -46,10 +50,10 @@ def print_outputs(console: Console, config) -> None:
 def run_command(
     config_path: Annotated[Path, typer.Argument(metavar="CONFIG",
                                                 help="Run config (TOML), e.g. configs/quickstart.toml.")],
-    auto_accept: Annotated[Optional[float], typer.Option(
-        help="Unattended run: accept items whose priority is at most this (reviewer 'auto', the reason states the "
-             "threshold); items above it stay queued for people. Overrides auto_accept in the config "
-             "(review table).")
+    auto_accept: Annotated[Optional[str], typer.Option(
+        help="Unattended run: 'teacher' accepts what the teacher's calibrated rule accepts (the auto_accept "
+             "column); a number accepts items whose priority is at most it. Reviewer 'auto', the reason states "
+             "the rule; the rest stay queued for people. Overrides auto_accept in the config (review table).")
     ] = None,
     teacher: Annotated[Optional[Path], typer.Option(help="Use this teacher checkpoint instead of the config's "
                                                          "(no teacher training).")] = None,
@@ -59,8 +63,6 @@ def run_command(
     """Photos → crop-baidu → teacher → pseudo-label → review → export → sinet train → sinet eval.
 
     Each step is skipped when its outputs are current; one summary at the end."""
-    from pipeline.run import Runner, WaitingForReview, subprocess_env
-    from pipeline.run_plan import load_config, plan
 
     console = Console() if Console().is_terminal else Console(width=150)  # logs: no wrapping at 80 columns
     config = load_config(config_path, auto_accept, teacher)

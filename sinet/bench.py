@@ -27,7 +27,6 @@ alike. Ratios are speed ratios (>1 = faster than the reference). MACs count conv
 
 from __future__ import annotations
 
-import copy
 import os
 import platform
 import random
@@ -39,7 +38,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 
@@ -48,6 +46,7 @@ from sinet.fused import fuse
 from sinet.model import SINet
 from sinet.preprocess import IMAGENET, OFFICIAL, Preprocessing
 from sinet.reference import ReferenceUnavailable, official_model
+from sinet.training_bench import training_contenders, training_speed, training_throughput
 
 console = Console(stderr=True)
 SIZE = (224, 224)
@@ -202,79 +201,6 @@ def interleaved_latency(contenders: dict[str, Callable[[], object]], rounds: int
     return {name: 1000 * statistics.median(values) for name, values in samples.items()}
 
 
-def structured_labels(batch: int, size: tuple[int, int], seed: int = 0) -> torch.Tensor:
-    """Random 0/1 masks made of smooth blobs (so the boundary band is as thin as on photos), ``(batch, H, W)``.
-
-    Args:
-        batch: number of masks.
-        size: ``(height, width)``.
-        seed: random seed.
-    """
-    coarse = torch.rand(batch, 1, 7, 7, generator=torch.Generator().manual_seed(seed))
-    return (F.interpolate(coarse, size=size, mode="bilinear") > 0.5).long()[:, 0]
-
-
-def training_contenders(official: nn.Module | None, batch: int, compile_model: bool
-                        ) -> dict[str, Callable[[], object]]:
-    """One stage-2 training step (forward, boundary-aware loss, backward, Adam) of each model, on the same batch.
-
-    Every contender runs the trainer's own step, loss and optimizer settings; only the model differs.
-
-    Args:
-        official: the authors' module (None: left out).
-        batch: images per step.
-        compile_model: include our model through ``torch.compile`` (compiled here, not timed).
-    """
-    from sinet.loss import BoundaryAwareLoss, class_weights
-    from sinet.train import TrainConfig, build_model, make_optimizer, train_step
-
-    config = TrainConfig(manifests=[], out="")
-    images, labels = torch.randn(batch, 3, *SIZE), structured_labels(batch, SIZE)
-    criterion = BoundaryAwareLoss(config.band(2), config.boundary_weight, class_weights([3, 1]))
-    scaler, device = torch.amp.GradScaler("cpu", enabled=False), torch.device("cpu")
-
-    def step(model: nn.Module) -> Callable[[], object]:
-        optimizer, _ = make_optimizer(model.train(), config, config.epochs(2))
-        return lambda: train_step(model, images, labels, criterion, optimizer, scaler, device)
-
-    contenders = {"sinet eager": step(build_model(2, 0))}
-    if official is not None:
-        contenders["official"] = step(copy.deepcopy(official))
-    if compile_model:
-        compiled = step(torch.compile(build_model(2, 0), dynamic=False))
-        try:
-            compiled()  # compiles now (a minute or more), so a failure drops this contender instead of the bench
-            contenders["sinet compile"] = compiled
-        except Exception as error:  # inductor raises many types (compiler missing, codegen failure)
-            console.print(f"[yellow]torch.compile unavailable for training, left out:[/] {type(error).__name__}")
-    return contenders
-
-
-def training_speed(contenders: dict[str, Callable[[], object]], batch: int, rounds: int, steps: int
-                   ) -> dict[str, float]:
-    """Images per second of each training contender: median over interleaved rounds of ``steps`` steps.
-
-    Args:
-        contenders: name → callable doing one training step.
-        batch: images per step.
-        rounds: interleaved rounds.
-        steps: timed steps per contender per round (after one untimed warm-up step each).
-    """
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
-    for run in contenders.values():
-        run()
-    order = list(contenders)
-    shuffle = random.Random(0).shuffle
-    for _ in range(rounds):
-        shuffle(order)
-        for name in order:
-            begin = time.perf_counter()
-            for _ in range(steps):
-                contenders[name]()
-            samples[name].append(steps * batch / (time.perf_counter() - begin))
-    return {name: statistics.median(values) for name, values in samples.items()}
-
-
 def cpu_name() -> str:
     """The CPU model from /proc/cpuinfo (Linux), else what ``platform`` knows."""
     try:
@@ -302,7 +228,7 @@ def run_bench(model: nn.Module | None = None, threads: int = 2, rounds: int = 30
         compile_model: include ``torch.compile`` (inference and training).
         training_rounds: interleaved rounds of training steps.
         training_manifest: manifest whose train photos feed a real-data training throughput of both stages
-            (:func:`sinet.train.training_throughput`; None: left out).
+            (:func:`sinet.training_bench.training_throughput`; None: left out).
         spinning: onnxruntime idle threads spin; set it to match ``OMP_WAIT_POLICY`` (which must be set before
             torch loads, so the ``sinet bench`` command sets it).
     """
@@ -326,8 +252,8 @@ def run_bench(model: nn.Module | None = None, threads: int = 2, rounds: int = 30
         console.print(f"timing {len(contenders)} contenders, up to {rounds} rounds x {runs} runs ...")
         latency = interleaved_latency(contenders, rounds, runs, budget_seconds)
     console.print(f"training steps at batch {TRAINING_BATCH} (compiling first) ...")
-    training_forms = training_speed(training_contenders(official, TRAINING_BATCH, compile_model), TRAINING_BATCH,
-                                    training_rounds, TRAINING_STEPS)
+    training_forms = training_speed(training_contenders(official, TRAINING_BATCH, SIZE, compile_model),
+                                    TRAINING_BATCH, training_rounds, TRAINING_STEPS)
     ours_training = {name: speed for name, speed in training_forms.items() if name.startswith("sinet")}
     fastest_training = max(ours_training, key=ours_training.get)
     training = {"sinet": training_forms["sinet eager"], "sinet fastest": training_forms[fastest_training]}
@@ -335,8 +261,6 @@ def run_bench(model: nn.Module | None = None, threads: int = 2, rounds: int = 30
         training["official"] = training_forms["official"]
     real_photos = {}
     if training_manifest is not None:
-        from sinet.train import training_throughput
-
         real_photos = {f"stage{stage}": training_throughput(training_manifest, stage, threads=threads)
                        for stage in (1, 2)}
     sizes = {"sinet": (count_params(model), count_macs(model)), "lraspp": (count_params(peer), count_macs(peer))}

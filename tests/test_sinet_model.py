@@ -207,7 +207,8 @@ def test_openvino_runs_the_export_like_torch_on_real_photos(official_weights, eg
 def test_bench_times_every_form_against_the_authors_module_and_lraspp(tmp_path):
     out = tmp_path / "bench.json"
     done = subprocess.run([str(Path(sys.executable).parent / "sinet"), "bench", "--threads", "1", "--rounds", "1",
-                           "--runs", "1", "--seconds", "0", "--no-compile", "--json", str(out)],
+                           "--runs", "1", "--seconds", "0", "--training-rounds", "1", "--no-compile", "--json",
+                           str(out)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from sinet.blocks import ConvBNPReLU, DSConvSE, S2Block, S2Module, upsample
+from sinet.blocks import ConvBNPReLU, DSConvSE, S2Block, S2Module, encoder_features, upsample
 
 CHANNELS_LAST = torch.channels_last
 
@@ -217,7 +217,8 @@ def _downsampler(module: DSConvSE) -> nn.Sequential:
 
 
 class FusedEncoder(nn.Module):
-    """SINet's encoder with its BatchNorms folded; returns ``(logits at 1/8, level-2 output at 1/4)``.
+    """SINet's encoder with its BatchNorms folded (the model's attribute names); returns ``(logits at 1/8,
+    level-2 output at 1/4)``.
 
     Args:
         encoder: the :class:`sinet.model.SINetEncoder`.
@@ -227,26 +228,17 @@ class FusedEncoder(nn.Module):
 
     def __init__(self, encoder: nn.Module, logits_bn: nn.BatchNorm2d | None = None):
         super().__init__()
-        self.stem = _cbr(encoder.level1)
-        self.down2 = _downsampler(encoder.level2_0)
+        self.level1 = _cbr(encoder.level1)
+        self.level2_0 = _downsampler(encoder.level2_0)
         self.level2 = nn.ModuleList(FusedS2Module(module) for module in encoder.level2)
-        self.br2 = nn.Sequential(copy.deepcopy(encoder.BR2.bn), PReLU(encoder.BR2.act))
-        self.down3 = _downsampler(encoder.level3_0)
+        self.BR2 = nn.Sequential(copy.deepcopy(encoder.BR2.bn), PReLU(encoder.BR2.act))
+        self.level3_0 = _downsampler(encoder.level3_0)
         self.level3 = nn.ModuleList(FusedS2Module(module) for module in encoder.level3)
-        self.br3 = nn.Sequential(copy.deepcopy(encoder.BR3.bn), PReLU(encoder.BR3.act))
+        self.BR3 = nn.Sequential(copy.deepcopy(encoder.BR3.bn), PReLU(encoder.BR3.act))
         self.classifier = Pointwise(biased_conv(encoder.classifier.conv, logits_bn))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        down2 = self.down2(self.stem(x.contiguous(memory_format=CHANNELS_LAST)))
-        level2 = down2
-        for module in self.level2:
-            level2 = module(level2)
-        down3 = self.down3(self.br2(torch.cat([down2, level2], 1)))
-        level3 = down3
-        for module in self.level3:
-            level3 = module(level3)
-        logits = self.classifier(self.br3(torch.cat([down3, level3], 1)))
-        return logits, level2
+        return encoder_features(self, x)
 
 
 class FusedSINet(nn.Module):

@@ -20,20 +20,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sinet.blocks import BNPReLU, Conv, ConvBNPReLU, DSConvSE, S2Module
+from sinet.blocks import BNPReLU, Conv, ConvBNPReLU, DSConvSE, S2Module, encoder_features
 from sinet.decoder import InformationBlockingDecoder
 from sinet.fused import drop_inference_graph, inference_graph
 
 CHANNELS_LAST = torch.channels_last
-
-
-def to_channels_last(x: torch.Tensor) -> torch.Tensor:
-    """Return ``x`` in the NHWC memory format (a no-op when it already is).
-
-    Args:
-        x: tensor ``(N, C, H, W)``.
-    """
-    return x.contiguous(memory_format=CHANNELS_LAST)
 
 # (kernel, pool) of the two S2-blocks of every S2-module: 2 modules at 1/4, 8 at 1/8 (paper Table 2 = code).
 LEVEL2_BLOCKS = (((3, 1), (5, 1)), ((3, 1), (3, 1)))
@@ -99,16 +90,7 @@ class SINetEncoder(FusedInference):
         Args:
             x: normalised images ``(N, 3, H, W)``.
         """
-        down2 = self.level2_0(self.level1(to_channels_last(x)))
-        level2 = down2
-        for module in self.level2:
-            level2 = module(level2)
-        down3 = self.level3_0(self.BR2(torch.cat([down2, level2], 1)))
-        level3 = down3
-        for module in self.level3:
-            level3 = module(level3)
-        logits = self.classifier(self.BR3(torch.cat([down3, level3], 1)))
-        return logits, level2
+        return encoder_features(self, x)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The stage-1 logits at 1/8 through the modules as trained.

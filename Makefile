@@ -2,6 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# CVAT's format library, without its pins (see the formats extra in pyproject.toml); its runtime needs are there.
+DATUMARO := datumaro==1.13.12
 
 .PHONY: setup system-deps test demo experiment bench clean
 
@@ -11,6 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps "$(DATUMARO)"
 	touch $@
 
 # Debian's chromium for the browser test of the review app (root on CI and the dev machines).

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.ray_engine import start_local_ray
 from pipeline.teacher.checkpoint import load_teacher
 from pipeline.teacher.inference import Predictor, resize_for_model
 from pipeline.teacher.pseudo_label import Labeler, LabelOptions, plan_items, run_local, run_on_ray
-from pipeline.teacher.ray_engine import start_local_ray
 from sinet_plus.imageio import list_photos, read_image
 from sinet_plus.stage import run_stage
 

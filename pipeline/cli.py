@@ -18,6 +18,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from pipeline.crop import commands as crop_commands
+from pipeline.formats import commands as format_commands
 from pipeline.importers import ImportResult, import_eg1800, import_folder
 from pipeline.review import commands as review_commands
 from pipeline.run import commands as run_commands
@@ -142,6 +143,7 @@ def concat_command(
 
 for stage in (crop_commands, teacher_commands, review_commands, run_commands):
     stage.register(app)
+format_commands.register(app, manifest_app)
 
 if __name__ == "__main__":
     app()

@@ -1,11 +1,14 @@
 """Copy trained checkpoints into ``sinet/weights/`` in their shipped form (see sinet/weights/MODEL_CARD.md).
 
-    python scripts/ship_weights.py --sinet runs/sinet_eg1800/best.pt --teacher runs/teacher-small/teacher.pt
+    python scripts/ship_weights.py --sinet runs/s0/best.pt --sinet-plus runs/sinet-plus/best.pt \
+        --teacher runs/teacher/teacher.pt
 
-- SINet: ``best.pt`` as ``sinet train`` wrote it (weights, preprocessing and training config; ~0.5 MB).
-- Teacher: the same checkpoint format without the optimizer/resume state and with float weights stored as
-  float16 (about a quarter of the training checkpoint). ``load_teacher`` casts them back to float32 when it
-  loads them into the model, so the shipped file works wherever a teacher checkpoint does.
+- SINet and SINet+: ``best.pt`` as ``sinet train`` wrote it (weights, preprocessing and training config;
+  ~0.5 MB each).
+- Teacher: the ensemble file ``pipeline build-teacher`` wrote (members embedded, large weights as int8 with a
+  scale per output channel, its calibration in the card), copied as it is.
+
+Every shipped file must stay under 20 MiB.
 """
 
 from __future__ import annotations
@@ -14,36 +17,28 @@ import argparse
 import shutil
 from pathlib import Path
 
-import torch
+from sinet.weights import FOLDER, SINET, SINET_EG1800, TEACHER
 
-from pipeline.teacher.checkpoint import read_checkpoint
-from sinet_plus.files import atomic_path
-
-WEIGHTS = Path(__file__).resolve().parents[1] / "sinet" / "weights"
+LIMIT = 20 * 2**20
 
 
-def slim_teacher(source: Path, target: Path) -> Path:
-    """Write ``source`` (a teacher checkpoint) to ``target`` without resume state, float weights as float16."""
-    payload = read_checkpoint(source)
-    payload["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
-    payload["train"] = {}
-    with atomic_path(target) as tmp:
-        torch.save(payload, tmp)
-    return target
+def ship(source: Path, target: Path) -> None:
+    if source.stat().st_size >= LIMIT:
+        raise SystemExit(f"{source}: {source.stat().st_size / 2**20:.1f} MiB, over the 20 MiB a shipped file may have")
+    shutil.copyfile(source, target)
+    print(f"{target}: {target.stat().st_size / 2**20:.2f} MiB")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sinet", type=Path, help="SINet best.pt from sinet train")
-    parser.add_argument("--teacher", type=Path, help="teacher checkpoint from pipeline train-teacher")
+    parser.add_argument("--sinet", type=Path, help="SINet best.pt trained on EG1800 alone (the common start)")
+    parser.add_argument("--sinet-plus", type=Path, help="SINet+ best.pt (EG1800 + curated data)")
+    parser.add_argument("--teacher", type=Path, help="teacher ensemble file from pipeline build-teacher")
     args = parser.parse_args()
-    if args.sinet:
-        target = WEIGHTS / "sinet-eg1800.pt"
-        shutil.copyfile(args.sinet, target)
-        print(f"{target}: {target.stat().st_size / 1e6:.2f} MB")
-    if args.teacher:
-        target = slim_teacher(args.teacher, WEIGHTS / "teacher-mnv3s.pt")
-        print(f"{target}: {target.stat().st_size / 1e6:.2f} MB")
+    FOLDER.mkdir(exist_ok=True)
+    for source, target in ((args.sinet, SINET_EG1800), (args.sinet_plus, SINET), (args.teacher, TEACHER)):
+        if source:
+            ship(source, target)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""SINet building blocks (spec §1.1): CBR, BR, DSConv+SE, S2-block, S2-module and channel shuffle.
+"""SINet building blocks: CBR, BR, DSConv+SE, S2-block, S2-module and channel shuffle.
 
 Attribute names (``conv``, ``bn``, ``act``, ``dense``, ``c1``, ``d1``/``d2``, ``act_conv1x1``, ``BR``) are the
 ones of the authors' ``models/SINet.py`` on purpose: the released checkpoint then loads with ``strict=True``
-without any renaming (spec §1.4). Class names say what each block is. Every convolution is bias-free, every
+without any renaming. Class names say what each block is. Every convolution is bias-free, every
 BatchNorm uses eps 1e-3, every PReLU is per-channel; PyTorch default initialisation throughout.
 """
 
@@ -44,7 +44,7 @@ def channel_shuffle(x: torch.Tensor, groups: int, channels: int) -> torch.Tensor
         x: tensor ``(N, channels, H, W)``.
         groups: number of groups to interleave.
         channels: the channel count as a Python int, so that an ONNX export carries static sizes instead of
-            ``Shape``/``Gather`` nodes (spec §5, anilsathyan7 #39).
+            ``Shape``/``Gather`` nodes, which break ONNX runtimes and converters that need static shapes.
     """
     height, width = x.shape[-2:]
     nhwc = x.permute(0, 2, 3, 1).reshape(-1, height, width, groups, channels // groups).transpose(3, 4)
@@ -108,7 +108,7 @@ class BNPReLU(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    """SINet's squeeze-and-excitation: global average → FC+PReLU (→ FC+PReLU), **no sigmoid** (spec §1.1).
+    """SINet's squeeze-and-excitation: global average → FC+PReLU (→ FC+PReLU), **no sigmoid**.
 
     The PReLU output multiplies the input channel-wise, so the gate is unbounded; this is what the released
     weights were trained with.
@@ -217,7 +217,7 @@ class S2Module(nn.Module):
 
 
 def encoder_features(encoder: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """SINet's encoder wiring (spec §1.2), shared by :class:`sinet.model.SINetEncoder` and its fused graph.
+    """SINet's encoder wiring, shared by :class:`sinet.model.SINetEncoder` and its fused graph.
 
     ``encoder`` has the authors' attribute names: ``level1``, ``level2_0``, ``level2``, ``BR2``, ``level3_0``,
     ``level3``, ``BR3``, ``classifier``. Returns ``(logits at 1/8, output of the last level-2 module at 1/4)``.

@@ -17,12 +17,14 @@ through :func:`save_checkpoint` and resumes with :func:`load_checkpoint` (raw di
 inference uses :func:`load_model`.
 
 The official ``SINet.pth`` is a bare state_dict of tensors in the legacy pickle format; it loads with
-``weights_only=True`` as well. It is recognised by its exact key set (spec §1.4) and converted by
-:func:`convert_official_state_dict` with strict key matching; it always gets the ``OFFICIAL`` preprocessing.
+``weights_only=True`` as well. It is recognised by its exact key set (ours without the ``decoder.`` prefix) and
+converted by :func:`convert_official_state_dict` with strict key matching; it always gets the ``OFFICIAL``
+preprocessing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,10 +36,12 @@ from torch import nn
 from sinet.model import SINet, SINetEncoder
 from sinet.preprocess import OFFICIAL, Preprocessing
 from sinet_plus.files import atomic_path
-from sinet_plus.torch_utils import CheckpointError, load_weights_only
+from sinet_plus.torch_utils import CheckpointError, describe_mismatch, load_weights_only
 
 FORMAT = "sinet-plus/1"
 ARCHITECTURES = {"SINet": SINet, "SINetEncoder": SINetEncoder}
+REQUIRED_KEYS = {"num_classes": int, "state_dict": Mapping, "preprocessing": Mapping}
+"""Entries of our format that loading needs, with their types."""
 DECODER_PREFIX = "decoder."
 
 
@@ -88,6 +92,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
         if payload.get("arch") not in ARCHITECTURES:
             raise CheckpointError(path, f"unknown arch {payload.get('arch')!r}; expected one of {list(ARCHITECTURES)}")
+        absent = [key for key in REQUIRED_KEYS if not isinstance(payload.get(key), REQUIRED_KEYS[key])]
+        if absent:
+            raise CheckpointError(path, f"a {FORMAT} checkpoint without a usable {', '.join(absent)}: damaged, or "
+                                        "not written by this project's save_checkpoint")
+        try:
+            Preprocessing.from_dict(payload["preprocessing"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(path, f"its preprocessing record cannot be read ({error!r})") from None
         return dict(payload)
     kind = f"a dict with keys {sorted(payload)[:6]}" if isinstance(payload, Mapping) else type(payload).__name__
     raise CheckpointError(path, f"neither the official SINet state_dict nor a {FORMAT} checkpoint ({kind})")
@@ -129,9 +141,25 @@ def model_from_checkpoint(checkpoint: Mapping[str, Any], source: str | os.PathLi
     state = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()}
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(source, f"weights do not fit {checkpoint['arch']}: {error}") from error
+    except RuntimeError:
+        raise CheckpointError(source, f"weights do not fit {checkpoint['arch']}: "
+                                      f"{describe_mismatch(model, state)}") from None
     return model.eval(), Preprocessing.from_dict(checkpoint["preprocessing"])
+
+
+def weights_hash(model: nn.Module, length: int = 12) -> str:
+    """Short SHA-256 of a model's weights (names and values): the same weights give the same hash whichever file
+    or format they were loaded from.
+
+    Args:
+        model: any module.
+        length: hex digits kept.
+    """
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode("utf-8"))
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:length]
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, preprocessing: Preprocessing,

@@ -247,10 +247,9 @@ def bench_command(
                                                 help="Include torch.compile (needs a C++ compiler).")] = True,
     wait_policy: Annotated[str, typer.Option(help="OpenMP (and onnxruntime) idle threads: 'default' (the "
                                                   "libraries' own: spin briefly, then sleep), 'passive' sleep, "
-                                                  "'active' spin. On a quiet machine 'passive' made SINet 4x "
-                                                  "slower (a sleeping thread is woken for each of ~200 small "
-                                                  "ops); on a loaded one spinning made 2-thread torch 10x "
-                                                  "slower.")] = "default",
+                                                  "'active' spin. 'passive' slows SINet on a quiet machine (a "
+                                                  "sleeping thread is woken for each of ~200 small ops), spinning "
+                                                  "slows it on a loaded one (docs/sinet.md).")] = "default",
     manifest: Annotated[Optional[Path], typer.Option(help="Manifest whose train split feeds a real-photo "
                                                           "training throughput of both stages.")] = None,
 ) -> None:

@@ -3,7 +3,7 @@
 Rows are read through ``sinet_plus.manifest`` as :class:`Sample` s (what training and evaluation both take) and
 photos through ``sinet_plus.imageio``. A dataset item is ``(image, label)``: a float32 (3, S, S) tensor
 normalised by the checkpoint's :class:`Preprocessing` and an int64 (S/stride, S/stride) label (0 background,
-1 person, 255 ignored). Training keys are ``(index, seed)`` pairs from :class:`EpochSampler`, so each sample's
+1 person, 255 ignored: the masks' 128, "unknown"). Training keys are ``(index, seed)`` pairs from :class:`EpochSampler`, so each sample's
 augmentation depends on its seed alone and not on the DataLoader's worker count or on where a resumed run
 restarts.
 """
@@ -26,7 +26,7 @@ from sinet.loss import label_pixel_counts
 from sinet.preprocess import Preprocessing
 from sinet.transforms import downsample_labels, sample_seed, seed_transform
 from sinet_plus import manifest as mf
-from sinet_plus.imageio import ImageReadError, read_pair
+from sinet_plus.imageio import STORED_UNKNOWN, ImageReadError, read_pair
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,12 @@ class Sample:
     key: str
     image: Path
     mask: Path
+
+
+def read_labelled(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """A labelled photo and its mask (0 background, 1 person, IGNORE where the PNG holds 128, "unknown"), so
+    unknown pixels count nowhere in the loss or the metrics."""
+    return read_pair(sample.image, sample.mask, unknown_value=STORED_UNKNOWN)
 
 
 def manifest_samples(manifests: Sequence[str | os.PathLike], split: str | None,
@@ -80,7 +86,7 @@ def scan_samples(samples: Sequence[Sample], description: str = "checking photos 
     with Progress(transient=True) as progress:
         for sample in progress.track(samples, description=description):
             try:
-                _, mask = read_pair(sample.image, sample.mask)
+                _, mask = read_labelled(sample)
             except ImageReadError as error:
                 problems.append((sample.key, str(error)))
                 continue
@@ -115,8 +121,8 @@ class SegmentationDataset(Dataset):
     def preload(self, max_bytes: int) -> int:
         """Keep decoded photo/mask pairs in memory, in sample order, up to ``max_bytes``; returns how many.
 
-        Decoding a 600x800 JPEG and its PNG took 4.3 of the 6.3 ms a training sample costs on this CPU, and it
-        is the same every epoch. Call it before the DataLoader starts its workers: they are forked and share
+        Decoding is most of what a training sample costs (docs/training.md), and it is the same every epoch.
+        Call it before the DataLoader starts its workers: they are forked and share
         the arrays. Unreadable pairs are left out (``__getitem__`` then raises as without the cache).
 
         Args:
@@ -128,7 +134,7 @@ class SegmentationDataset(Dataset):
         with Progress(transient=True) as progress:
             for index in progress.track(range(len(self.samples)), description="decoding photos into memory"):
                 try:
-                    pair = read_pair(self.samples[index].image, self.samples[index].mask)
+                    pair = read_labelled(self.samples[index])
                 except ImageReadError:
                     continue
                 size = pair[0].nbytes + pair[1].nbytes
@@ -144,7 +150,7 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         index, seed = key if isinstance(key, tuple) else (key, None)
         sample = self.samples[index]
-        image, mask = self.decoded[index] if index in self.decoded else read_pair(sample.image, sample.mask)
+        image, mask = self.decoded[index] if index in self.decoded else read_labelled(sample)
         if seed is not None:
             seed_transform(self.transform, seed)
         out = self.transform(image=image, mask=mask)

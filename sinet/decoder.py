@@ -1,4 +1,4 @@
-"""SINet's information-blocking decoder (spec §1.3).
+"""SINet's information-blocking decoder.
 
 The encoder's coarse logits are upsampled; where they are confident, the level-2 detail is blocked; where they
 are not (boundaries), it flows in. Attribute names match the official ``Dnc_SINet`` (``bn_3``, ``level2_C``,

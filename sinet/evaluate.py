@@ -1,7 +1,7 @@
 """Evaluation on a manifest split: the official metric, two-class mIoU and boundary F1, at the network size and
 at the photo's resolution; the rotation-robustness table; a PNG sheet of the worst images.
 
-At the network size (224², the paper's protocol, spec §3.7) the ground truth is stretch-resized with nearest
+At the network size (224², the paper's protocol) the ground truth is stretch-resized with nearest
 neighbour, like the photo. At the photo's resolution the logits are upsampled bilinearly to the photo and
 compared with the untouched mask, with a boundary band scaled to cover the same share of the photo (15 px at
 224² ≈ 45 px at 600×800). The rotation table rotates each photo and its mask by its own random angle
@@ -20,15 +20,20 @@ from rich.console import Console
 from rich.progress import Progress
 from torch import nn
 
-from sinet.data import Sample
+from sinet.data import Sample, read_labelled
 from sinet.metrics import ScoreBoard, rotate_pair, rotation_angles, scaled_band_kernel
 from sinet.predict import predict
 from sinet.preprocess import Preprocessing
-from sinet_plus.imageio import ImageReadError, read_pair, write_png
+from sinet_plus.errors import UserError
+from sinet_plus.imageio import IGNORE, STORED_UNKNOWN, ImageReadError, write_png
 
 console = Console(stderr=True)
 ROTATION_LIMITS = (25, 45, 75, 90)
 ERROR_COLOURS = {"missed": (40, 90, 255), "extra": (255, 50, 50)}
+
+
+class NothingToScore(UserError):
+    """No photo of the evaluation could be scored; the message names the reasons."""
 
 
 @dataclass
@@ -112,6 +117,10 @@ def evaluate(model: nn.Module, preprocessing: Preprocessing, items: list[Sample]
     Returns:
         ``iou``, ``miou``, ``boundary_f1`` (×100, at the network size), ``images``, ``full_resolution``
         (the same at the photo's resolution), ``rotations`` (max angle → scores), ``per_image`` and ``skipped``.
+
+    Raises:
+        NothingToScore: no item could be scored (unreadable, or every mask pixel unknown), rather than a
+            report of NaN figures.
     """
     at_network, at_photo = ScoreBoard(), ScoreBoard()
     rotated = {limit: ScoreBoard() for limit in rotations}
@@ -122,9 +131,12 @@ def evaluate(model: nn.Module, preprocessing: Preprocessing, items: list[Sample]
         for index, item in enumerate(items):
             progress.advance(task)
             try:
-                image, gt = read_pair(item.image, item.mask)
+                image, gt = read_labelled(item)
             except ImageReadError as error:
                 skipped.append({"key": item.key, "reason": str(error)})
+                continue
+            if not np.any(gt != IGNORE):
+                skipped.append({"key": item.key, "reason": f"{item.mask}: every pixel is unknown ({STORED_UNKNOWN})"})
                 continue
             prediction = predict(model, preprocessing, image)
             pred_small, gt_small = prediction.labels(), preprocessing.resize_mask(gt)
@@ -137,6 +149,9 @@ def evaluate(model: nn.Module, preprocessing: Preprocessing, items: list[Sample]
                 turned, turned_gt = rotate_pair(image, gt, float(angles[limit][index]))
                 rotated[limit].add(item.key, predict(model, preprocessing, turned).labels(),
                                    preprocessing.resize_mask(turned_gt))
+    if not at_network.images:
+        reasons = "; ".join(skip["reason"] for skip in skipped[:3]) + (" ..." if len(skipped) > 3 else "")
+        raise NothingToScore(f"none of the {len(items)} photos could be scored: {reasons}")
     if sheet_path is not None and keeper.heap:
         write_png(sheet_path, worst_sheet(keeper.sorted()))
     photo_scores = {score.key: score for score in at_photo.images}

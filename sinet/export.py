@@ -83,8 +83,8 @@ def openvino_request(path: str | os.PathLike, threads: int = 1, precision: str =
     """An OpenVINO CPU infer request for an exported ``.onnx``, latency-tuned.
 
     OpenVINO would pick bf16 by itself on CPUs with AMX; the precision is always explicit here. ``bf16`` gave the
-    same EG1800 val IoU as fp32 (94.91 vs 94.89 with the official weights, 99.9% of pixels labelled alike) and
-    runs ~15% faster on this AMX CPU; see :func:`openvino_supports`.
+    same EG1800 val IoU as fp32 (94.91 vs 94.89 with the official weights, 99.9% of pixels labelled alike) and runs
+    faster on CPUs that have native bf16 (docs/sinet.md); see :func:`openvino_supports`.
 
     Args:
         path: ``.onnx`` file written by :func:`export_onnx`.

@@ -1,8 +1,8 @@
 """Segmentation metrics on label masks (0 background, 1 person, 255 ignored), plus rotation for robustness tests.
 
-- :func:`foreground_iou` — the **official metric** (spec §3.7): per-image foreground IoU, an empty union counts
-  as 1; the dataset figure is the mean over images (the authors' code averages per-batch means; with equal
-  batches that is the same number).
+- :func:`foreground_iou` — the **official metric** (the one the paper reports): per-image foreground IoU, an
+  empty union counts as 1; the dataset figure is the mean over images (the authors' code averages per-batch
+  means; with equal batches that is the same number).
 - Two-class **mIoU** — the standard definition: IoU of each class from the confusion matrix summed over the
   whole set, then averaged over the two classes (:class:`ScoreBoard`).
 - :func:`boundary_f1` — foreground F1 restricted to the ground-truth boundary band (dilate − erode, 15×15).
@@ -53,7 +53,8 @@ def boundary_band(gt: np.ndarray, kernel: int = 15) -> np.ndarray:
 
 
 def boundary_f1(pred: np.ndarray, gt: np.ndarray, kernel: int = 15) -> float:
-    """Foreground F1 inside the GT boundary band, in [0, 1] (spec §3.7).
+    """Foreground F1 inside the GT boundary band, in [0, 1]: how well the outline is traced, which the IoU of a
+    whole person barely feels.
 
     Precision and recall count 1 when their denominator is empty; F1 is 0 when both are 0.
 

@@ -1,13 +1,12 @@
-"""Assemble SINet (spec §1.2): the encoder (stage-1 model) and the full encoder-decoder model.
+"""Assemble SINet as the authors' code does: the encoder (stage-1 model) and the full encoder-decoder model.
 
 ``SINetEncoder`` alone is the stage-1 model (``Enc_SINet``, 86,764 parameters, logits at 1/8).
 ``SINet`` = encoder + information-blocking decoder (``Dnc_SINet``, 86,910 parameters, 63.87 M MACs at 224²,
 logits at full resolution). Both take ``(N, 3, H, W)`` with H and W multiples of 32 and return raw logits.
 
 Both keep their weights and activations in the channels-last (NHWC) memory format: it is oneDNN's native layout,
-so none of SINet's 52 small convolutions pays a layout reorder. On this 2-core CPU that made batch-1 inference
-about 1.3x faster (a training step is about as fast as in NCHW). Shapes, state-dict keys and values are
-unchanged; only strides differ, and NCHW inputs are accepted (converted on entry).
+so none of SINet's 52 small convolutions pays a layout reorder (faster CPU inference: docs/sinet.md). Shapes,
+state-dict keys and values are unchanged; only strides differ, and NCHW inputs are accepted (converted on entry).
 
 In eval mode, when no gradient is recorded (``torch.inference_mode()`` / ``torch.no_grad()``), both run their
 fused inference graph (:mod:`sinet.fused`: BatchNorm and channel shuffle folded into the weights, same logits

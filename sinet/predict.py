@@ -18,16 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sinet.checkpoint import weights_hash
 from sinet.preprocess import Preprocessing
 from sinet_plus.imageio import read_image, write_jpeg, write_mask, write_png
-from sinet_plus.stage import Outcome, StageSummary, map_items, run_stage
+from sinet_plus.stage import Outcome, StageSummary, claim_folder, map_items, run_stage
 
 PERSON = 1
 OVERLAY_COLOUR = np.array([0, 220, 90], np.float32)
 
 
 @dataclass
-class Prediction:
+class Logits:
     """Logits of one photo at the network size, resized on demand.
 
     Args:
@@ -59,7 +60,7 @@ class Prediction:
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, preprocessing: Preprocessing, image: np.ndarray) -> Prediction:
+def predict(model: nn.Module, preprocessing: Preprocessing, image: np.ndarray) -> Logits:
     """Run ``model`` on one uint8 RGB photo.
 
     Args:
@@ -70,7 +71,7 @@ def predict(model: nn.Module, preprocessing: Preprocessing, image: np.ndarray) -
     logits = model(preprocessing(image))
     if tuple(logits.shape[-2:]) != tuple(preprocessing.size):
         logits = F.interpolate(logits, size=preprocessing.size, mode="bilinear", align_corners=False)
-    return Prediction(logits[0].float().cpu())
+    return Logits(logits[0].float().cpu())
 
 
 def cutout(image: np.ndarray, probability: np.ndarray) -> np.ndarray:
@@ -150,12 +151,21 @@ def predict_folder(model: nn.Module, preprocessing: Preprocessing, photos: list[
                    outputs: PredictOutputs) -> StageSummary:
     """Run :func:`predict_photo` over ``photos`` as a resumable stage (journal, manifest.csv, skipped.csv).
 
+    The folder is claimed for these weights, preprocessing and outputs: a rerun with other weights is refused
+    rather than reporting the earlier weights' masks as done.
+
     Args:
         model: model in eval mode.
         preprocessing: the checkpoint's preprocessing.
-        photos: photo files with unique stems.
+        photos: photo files (two with one stem are both skipped).
         outputs: output settings.
+
+    Raises:
+        UserError: ``outputs.out_dir`` holds predictions made with other weights or settings.
     """
+    claim_folder(outputs.out_dir, {"weights": weights_hash(model), "preprocessing": preprocessing.to_dict(),
+                                   "cutouts": outputs.cutouts, "overlays": outputs.overlays})
+
     def execute(pending: list[tuple[str, Path]]) -> Iterator[Outcome]:
         return map_items(lambda photo: predict_photo(model, preprocessing, outputs, photo.stem, photo), pending)
 

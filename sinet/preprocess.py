@@ -1,10 +1,10 @@
 """Preprocessing as a named, serialisable object, stored in every checkpoint so inference never guesses.
 
 Network input = ``((x - mean) / std) / divisor`` for ``x`` in [0, 255] in ``channel_order``, after a
-stretch-resize to ``size`` (image bilinear, mask nearest; spec §3.7).
+stretch-resize to ``size`` (image bilinear, mask nearest, as the authors' evaluation does).
 
 - ``OFFICIAL``: what the released weights need — BGR, the authors' training-set mean/std and an extra ``/255``
-  (``Normalize`` then ``ToTensor`` in their code; spec §3.5). Without the extra ``/255`` the masks are wrong.
+  (``Normalize`` then ``ToTensor`` in their code). Without the extra ``/255`` the masks are wrong.
 - ``IMAGENET``: our default for models we train — RGB, ImageNet mean/std, no extra divisor, so inputs are of
   order 1 (the official inputs are of order 0.01, which only the first BatchNorm hides).
 """

@@ -30,6 +30,7 @@ from sinet.training.optim import make_optimizer
 from sinet.training.steps import auto_workers, fresh_model, init_worker, train_step
 from sinet.transforms import train_transform
 from sinet_plus.errors import UserError
+from sinet_plus.processes import DiesWithParent
 
 console = Console(stderr=True)
 
@@ -64,7 +65,8 @@ def training_throughput(manifest: str | os.PathLike, stage: int, batches: int = 
                                   STAGE1_LABEL_STRIDE if stage == 1 else 1)
     dataset.preload(config.cache_bytes)
     loader = DataLoader(dataset, batch_size=batch, sampler=EpochSampler(len(dataset), 0, stage, 0),
-                        num_workers=auto_workers(torch.device("cpu"), workers), worker_init_fn=init_worker)
+                        num_workers=auto_workers(torch.device("cpu"), workers),
+                        worker_init_fn=DiesWithParent(init_worker))
     device = torch.device("cpu")
     model = fresh_model(stage, 0)
     criterion = BoundaryAwareLoss(config.band(stage), config.boundary_weight, class_weights([3, 1]))

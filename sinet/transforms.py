@@ -1,4 +1,5 @@
-"""Training and evaluation transforms: PortraitNet's augmentation (spec §3.6) and the stretch-resize of §3.7.
+"""Training and evaluation transforms: the PortraitNet augmentation the authors trained with, and the stretch-resize
+of their evaluation.
 
 Every preset is an ``albumentations.Compose`` over ``image`` (uint8 RGB, H×W×3) and ``mask`` (uint8,
 0/1/IGNORE). Albumentations provides flip, colour, blur and noise. The affine warp is our own
@@ -114,7 +115,7 @@ class PilSharpness(A.ImageOnlyTransform):
 
 
 def train_transform(config: AugmentationConfig = AugmentationConfig()) -> A.Compose:
-    """The PortraitNet augmentation (spec §3.6): warp, flip, colour, blur, noise, in that order.
+    """The PortraitNet augmentation the authors trained with: warp, flip, colour, blur, noise, in that order.
 
     Colour follows PIL's order (saturation, brightness, contrast, sharpness) with the official factor ranges,
     drawn uniformly instead of in steps of 0.1. Blur picks Gaussian / median / box with weights 0.3 / 0.3 / 0.4
@@ -140,7 +141,8 @@ def train_transform(config: AugmentationConfig = AugmentationConfig()) -> A.Comp
 
 
 def eval_transform(size: int = 224) -> A.Compose:
-    """Evaluation input (spec §3.7): stretch-resize to ``size``², photo bilinear, mask nearest."""
+    """Evaluation input as the authors' evaluation makes it: stretch-resize to ``size``², photo bilinear, mask
+    nearest."""
     return A.Compose([A.Resize(size, size, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)])
 
 

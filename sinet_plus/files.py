@@ -6,9 +6,27 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
+
+NEW_FILE_MODE = 0o666
+"""Mode asked for when a file is created; the process's umask takes its bits away, as for ``open(path, "w")``."""
+
+
+def _create_temporary(target: Path) -> Path:
+    """A new empty file beside ``target`` with a random name, readable as the umask allows.
+
+    ``tempfile.mkstemp`` would give mode 0600 whatever the umask, so another account (a trainer, a reviewer's
+    service) could not read a manifest or a crop after the rename.
+    """
+    while True:
+        tmp = target.parent / f".{target.stem}.{secrets.token_hex(4)}.tmp{target.suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager
@@ -16,13 +34,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
 
     The temporary file lives in the same folder (same file system, so ``os.replace`` is atomic) and keeps
-    the target's suffix, so libraries that pick a format from the extension still do. On error it is removed.
+    the target's suffix, so libraries that pick a format from the extension still do. It is created with the
+    permissions of any new file (0666 less the umask). On error it is removed.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _create_temporary(target)
     try:
         yield tmp
         with open(tmp, "rb+") as handle:

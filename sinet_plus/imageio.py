@@ -40,7 +40,7 @@ def _open(path: str | os.PathLike, max_pixels: int) -> Image.Image:
     """Open and fully decode ``path`` with EXIF orientation applied, refusing bombs and truncation."""
     path = Path(path)
     if not path.is_file():
-        raise ImageReadError(path, "file not found")
+        raise ImageReadError(path, _missing_reason(path))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -59,6 +59,13 @@ def _open(path: str | os.PathLike, max_pixels: int) -> Image.Image:
         raise ImageReadError(path, f"decompression bomb refused ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageReadError(path, f"corrupt or truncated image ({error})") from None
+
+
+def _missing_reason(path: Path) -> str:
+    """Why ``path`` is not a readable file: a symbolic link to nothing, or no file at all."""
+    if path.is_symlink():
+        return f"broken symbolic link (it points to {os.readlink(path)}, which does not exist)"
+    return "file not found"
 
 
 def _to_8bit(array: np.ndarray) -> np.ndarray:
@@ -166,17 +173,14 @@ def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
     write_png(path, encode_mask(mask))
 
 
-def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a photo atomically, as JPEG or PNG by the path's suffix."""
-    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
-        write_jpeg(path, array)
-    else:
-        write_png(path, array)
-
-
 def list_photos(folder: str | os.PathLike) -> list[Path]:
-    """The photo files directly inside ``folder``, sorted by name."""
+    """The photo files directly inside ``folder``, sorted by name.
+
+    A symbolic link with a photo's name is listed even when it points nowhere, so the stage that reads it
+    records why it was skipped instead of the photo silently missing from the plan.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise PathError(folder, "not a folder")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+    return sorted(p for p in folder.iterdir()
+                  if (p.is_file() or (p.is_symlink() and not p.exists())) and p.suffix.lower() in PHOTO_SUFFIXES)

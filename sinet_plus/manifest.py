@@ -76,6 +76,9 @@ COLUMNS: dict[str, str] = {
     "reviewer": "who decided (`auto` for unattended --auto-accept runs, `dataset` for human-made masks)",
     "decided_at": "ISO-8601 UTC time of the decision",
     "reason": "reject reason code, or why a row was auto-accepted",
+    "fixed_from": "id of the rejected sample whose mask a person fixed in an annotation tool to make this one",
+    "fixed_with": "the tool the mask was fixed in (`cvat`, `label-studio`, `coco`)",
+    "fixed_by": "who fixed the mask (the tool's user, or `--annotator`)",
 }
 
 
@@ -106,15 +109,29 @@ class Manifest:
         return len(self.frame)
 
 
+TEXT_COLUMNS = ("id", "origin_stem", *PATH_COLUMNS)
+"""Columns that are always text: an id or a stem like ``NA``, ``null`` or ``00012`` is kept as written."""
+
+
 def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
-    """Give empty path cells one spelling ('') and ids the string type."""
+    """Give empty text cells one spelling ('') and text columns the string type."""
     frame = frame.copy()
-    for column in PATH_COLUMNS:
+    for column in TEXT_COLUMNS:
         if column in frame.columns:
             frame[column] = frame[column].fillna("").astype(str)
-    if "id" in frame.columns:
-        frame["id"] = frame["id"].astype(str)
     return frame
+
+
+MISSING_SPELLINGS = ("", "NA", "N/A", "n/a", "NaN", "nan", "-nan", "null", "NULL", "None", "<NA>", "#N/A")
+"""Cells read as missing in the other columns (pandas' usual spellings)."""
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A CSV manifest where only an empty text cell is missing: pandas would read an id ``NA`` or ``null`` as
+    missing, and a stem ``00012`` as the number 12."""
+    columns = pd.read_csv(path, nrows=0).columns
+    return pd.read_csv(path, dtype={c: str for c in TEXT_COLUMNS if c in columns}, keep_default_na=False,
+                       na_values={c: [""] if c in TEXT_COLUMNS else list(MISSING_SPELLINGS) for c in columns})
 
 
 def read_manifest(path: str | os.PathLike) -> Manifest:
@@ -125,7 +142,7 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            frame = pd.read_csv(path, dtype={"id": str, "origin_stem": str}, keep_default_na=True)
+            frame = _read_csv(path)
         elif suffix in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
         else:
@@ -199,7 +216,7 @@ def validate(manifest: Manifest, check_files: bool = False, root: str | os.PathL
     if missing:
         problems.append(f"missing columns: {', '.join(missing)}")
     if "id" in frame.columns:
-        empty = frame["id"].isin(["", "nan"]) | frame["id"].isna()
+        empty = frame["id"] == ""
         if empty.any():
             problems.append(f"{int(empty.sum())} rows have no id (rows {_rows(frame.index[empty])})")
         duplicated = frame["id"][frame["id"].duplicated(keep=False) & ~empty]
@@ -218,9 +235,13 @@ def validate(manifest: Manifest, check_files: bool = False, root: str | os.PathL
     for column in ("image", "mask"):
         if column not in frame.columns:
             continue
-        absolute, escaping, absent = [], [], []
+        absolute, escaping, absent, unusable = [], [], [], []
         for sample_id, value in zip(frame.get("id", frame.index), frame[column]):
             if not value:
+                continue
+            problem = path_problem(value)
+            if problem:
+                unusable.append(f"{sample_id} ({problem})")
                 continue
             if os.path.isabs(value):
                 absolute.append(f"{sample_id} ({value})")
@@ -228,8 +249,10 @@ def validate(manifest: Manifest, check_files: bool = False, root: str | os.PathL
             resolved = manifest.path(value)
             if root_path is not None and not resolved.is_relative_to(root_path):
                 escaping.append(f"{sample_id} ({value})")
-            elif check_files and not resolved.is_file():
+            elif check_files and not _is_file(resolved):
                 absent.append(f"{sample_id} ({value})")
+        if unusable:
+            problems.append(f"{column}: paths no file system accepts: {_sample(unusable)}")
         if absolute:
             problems.append(f"{column}: absolute paths (must be relative to the manifest's folder): "
                             f"{_sample(absolute)}")
@@ -238,6 +261,34 @@ def validate(manifest: Manifest, check_files: bool = False, root: str | os.PathL
         if absent:
             problems.append(f"{column}: {len(absent)} files not found: {_sample(absent)}")
     return problems
+
+
+NAME_MAX = 255
+"""Longest file or folder name most file systems accept, in bytes (ext4, APFS, NTFS in characters)."""
+
+PATH_MAX = 4096
+"""Longest path Linux accepts, in bytes."""
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False also where the system refuses to look (no permission, a loop of links)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def path_problem(value: str) -> str | None:
+    """Why a path cell cannot name a file (a NUL byte, a name or path too long), or None."""
+    if "\x00" in value:
+        return f"a NUL byte at position {value.index(chr(0))}"
+    encoded = os.fsencode(value)
+    if len(encoded) > PATH_MAX:
+        return f"{len(encoded)} bytes long, over the {PATH_MAX}-byte limit"
+    longest = max(value.split("/"), key=lambda part: len(os.fsencode(part)))
+    if len(os.fsencode(longest)) > NAME_MAX:
+        return f"a {len(os.fsencode(longest))}-byte name {longest[:24]!r}..., over the {NAME_MAX}-byte limit"
+    return None
 
 
 def _sample(items: Sequence[str], limit: int = 5) -> str:

@@ -7,18 +7,25 @@ killed run loses at most the item in flight), shows progress, and at the end reb
 ``skipped.csv`` from the journal, sorted by key, so a resumed run writes exactly what an unbroken run writes.
 Item files must be written atomically (sinet_plus.files) by the stage before it yields the outcome; the runner
 removes the temporaries a killed run left anywhere under the output folder before it starts.
+
+"Done" means done from these inputs with these settings. Each journal record keeps the identity of what its
+item was made from: the payload, and the path, size and modification time of every ``Path`` in it (the input
+files). An item whose identity changed since (another folder, a replaced photo, an edited manifest row) is done
+again, with a message. The settings that shape every item (a checkpoint's hash, sizes, flags) are claimed with
+:func:`claim_folder`, which refuses a folder made with other ones.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
 import time
 import traceback
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,20 +37,30 @@ from sinet_plus.errors import UserError
 from sinet_plus.files import atomic_path, remove_leftovers, write_text_atomic
 from sinet_plus.imageio import ImageReadError
 from sinet_plus.manifest import new_rows, write_manifest
+from sinet_plus.processes import DiesWithParent
 
 console = Console(stderr=True)
 
 ERROR_REASON = "error"
 """Skip reason for unexpected exceptions; these items are retried by the next run."""
 
+DUPLICATE_KEY = "duplicate_key"
+"""Skip reason for inputs that share their key (e.g. ``0001.jpg`` and ``0001.png``): neither is processed,
+since their outputs would overwrite each other; the other items are."""
+
 
 @dataclass
 class Outcome:
-    """What processing one item produced: manifest rows, or skips with their reasons."""
+    """What processing one item produced: manifest rows, or skips with their reasons.
+
+    ``source`` is set by the runner when it journals the outcome: the item's input identity and files (see
+    :func:`describe_source`).
+    """
 
     key: str
     rows: list[dict] = field(default_factory=list)
     skips: list[dict] = field(default_factory=list)
+    source: dict = field(default_factory=dict)
 
     @classmethod
     def skipped(cls, key: str, reason: str, detail: str = "", **extra: Any) -> Outcome:
@@ -77,22 +94,36 @@ def guarded(process: Callable[[Any], Outcome], key: str, payload: Any) -> Outcom
 
 
 class Journal:
-    """Append-only record of finished items: the resume point of a stage."""
+    """Append-only record of finished items: the resume point of a stage.
+
+    Attributes:
+        unreadable: 1-based numbers of the lines the last :meth:`load` could not read.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self.unreadable: list[int] = []
 
     def load(self) -> dict[str, Outcome]:
-        """Outcomes recorded so far by key (later lines win; a torn last line from a kill is ignored)."""
+        """Outcomes recorded so far by key (later lines win).
+
+        A line that is not a record (the torn last line of a kill, or damage) is left out and its number kept
+        in :attr:`unreadable`: its item counts as not done.
+        """
         outcomes: dict[str, Outcome] = {}
+        self.unreadable = []
         if not self.path.exists():
             return outcomes
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                outcome = Outcome.from_json(line)
-            except json.JSONDecodeError:
-                continue
-            outcomes[outcome.key] = outcome
+        text = self.path.read_text(encoding="utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), 1):
+            outcome = _parse_record(line)
+            if outcome is None:
+                self.unreadable.append(number)
+            else:
+                outcomes[outcome.key] = outcome
+        if text and not text.endswith("\n") and number not in self.unreadable:
+            self.unreadable.append(number)  # a complete-looking record the kill cut before its newline
+            outcomes.pop(outcome.key, None)
         return outcomes
 
     def append(self, outcome: Outcome) -> None:
@@ -104,8 +135,20 @@ class Journal:
             os.fsync(handle.fileno())
 
     def rewrite(self, outcomes: Iterable[Outcome]) -> None:
-        """Replace the journal (used to drop failed items before a retry)."""
+        """Replace the journal (to drop failed items before a retry, or lines a kill or damage left unreadable)."""
         write_text_atomic(self.path, "".join(o.to_json() + "\n" for o in outcomes))
+
+
+def _parse_record(line: str) -> Outcome | None:
+    """The outcome a journal line records, or None when the line is not a well-formed record."""
+    try:
+        outcome = Outcome.from_json(line)
+    except (ValueError, TypeError):
+        return None
+    well_formed = (isinstance(outcome.key, str) and isinstance(outcome.source, dict)
+                   and all(isinstance(part, list) and all(isinstance(entry, dict) for entry in part)
+                           for part in (outcome.rows, outcome.skips)))
+    return outcome if well_formed else None
 
 
 def _json_default(value: Any) -> Any:
@@ -113,7 +156,51 @@ def _json_default(value: Any) -> Any:
         return value.item()
     if isinstance(value, Path):
         return str(value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
     raise TypeError(f"cannot store {type(value).__name__} in the journal")
+
+
+def _file_state(path: Path) -> list:
+    """``[path, size, mtime_ns]`` of an input file; size and time are None where there is no file."""
+    try:
+        info = path.stat()
+    except (OSError, ValueError):
+        return [str(path), None, None]
+    return [str(path), info.st_size, info.st_mtime_ns]
+
+
+def describe_source(payload: Any) -> dict:
+    """What an item is made from: ``identity``, a hash of the payload with the path, size and modification time
+    of every ``Path`` in it, and ``files``, those paths with their size and time.
+
+    Strings are hashed as text; a stage whose payload names input files passes them as ``Path`` objects.
+    """
+    files: list[list] = []
+
+    def describe(value: Any) -> Any:
+        if isinstance(value, Path):
+            files.append(_file_state(value))
+            return files[-1]
+        return _json_default(value)
+
+    text = json.dumps(payload, default=describe, sort_keys=True)
+    return {"identity": hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], "files": files}
+
+
+def _what_changed(key: str, before: dict, now: dict) -> str:
+    """One line on why an item's recorded source differs from its current one."""
+    old_files = {state[0]: state for state in before.get("files", [])}
+    new_files = {state[0]: state for state in now["files"]}
+    if not before:
+        return f"{key}: no record of its inputs (journal of an older version)"
+    if set(old_files) != set(new_files):
+        return (f"{key}: made from {', '.join(sorted(set(old_files) - set(new_files))) or 'other files'}, "
+                f"now {', '.join(sorted(set(new_files) - set(old_files))) or 'fewer files'}")
+    modified = [path for path in new_files if old_files[path] != new_files[path]]
+    if modified:
+        return f"{key}: {', '.join(modified)} changed (size or modification time) since it was done"
+    return f"{key}: its input row changed since it was done"
 
 
 @dataclass
@@ -151,7 +238,9 @@ def run_stage(name: str, items: Sequence[tuple[str, Any]],
 
     Args:
         name: the stage's name, shown in progress and summary.
-        items: ``(key, payload)`` pairs; keys are unique and stable across runs (e.g. the photo's stem).
+        items: ``(key, payload)`` pairs; keys are stable across runs (e.g. the photo's stem). Input files in a
+            payload are ``Path`` objects (see :func:`describe_source`). Items sharing a key are skipped as
+            :data:`DUPLICATE_KEY`.
         execute: processes a list of pending items, yielding one :class:`Outcome` per item in any order.
         out_dir: the stage's output folder; the journal lives in it as ``.journal.jsonl``.
         retry_failed: redo items whose earlier outcome was an unexpected error.
@@ -159,32 +248,45 @@ def run_stage(name: str, items: Sequence[tuple[str, Any]],
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    keys = [key for key, _ in items]
-    if len(set(keys)) != len(keys):
-        duplicated = sorted(k for k, n in Counter(keys).items() if n > 1)
-        raise UserError(f"{name}: duplicate item keys {duplicated[:5]} (e.g. two photos with the same stem)")
+    items, clashes = _split_duplicates(items)
+    sources = {key: describe_source(payload) for key, payload in items}
     remove_leftovers(out_dir)  # temporaries of a run killed mid-write
     journal = Journal(out_dir / ".journal.jsonl")
     outcomes = journal.load()
-    if retry_failed and any(o.failed for o in outcomes.values()):
-        outcomes = {k: o for k, o in outcomes.items() if not o.failed}
-        journal.rewrite(outcomes.values())
-    wanted = set(keys)
-    done_before = sum(1 for k in outcomes if k in wanted)
-    pending = [(key, payload) for key, payload in items if key not in outcomes]
+    if journal.unreadable:
+        console.print(f"[yellow]{journal.path}: lines {_sample(journal.unreadable)} are not journal records "
+                      "(a killed run or damage); their items count as not done[/]")
+    changed = [_what_changed(key, outcomes[key].source, sources[key]) for key in sources
+               if key in outcomes and outcomes[key].source.get("identity") != sources[key]["identity"]]
+    if changed:
+        console.print(f"[yellow]{name}: {len(changed)} items in {out_dir} were done from other inputs; doing them "
+                      f"again:[/] {_sample(changed, limit=3)}")
+    current = {key: o for key, o in outcomes.items()
+               if key in sources and o.source.get("identity") == sources[key]["identity"]}
+    retried = [key for key, o in current.items() if o.failed] if retry_failed else []
+    if journal.unreadable or retried:
+        journal.rewrite(o for key, o in outcomes.items() if key not in retried)
+    done = {key: o for key, o in current.items() if key not in retried}
+    earlier = sorted(set(outcomes) - set(sources) - {clash.key for clash in clashes})
+    if earlier:
+        console.print(f"{name}: {len(earlier)} items done earlier in {out_dir} are not among this run's inputs "
+                      f"(e.g. {_sample(earlier, limit=3)}): left out of its manifest")
+    pending = [(key, payload) for key, payload in items if key not in done]
     start = time.perf_counter()
     processed = 0
     with Progress(TextColumn(f"[bold]{name}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console, transient=False, disable=not pending) as progress:
-        task = progress.add_task(name, total=len(items), completed=done_before)
+        task = progress.add_task(name, total=len(items), completed=len(done))
         if pending:
             for outcome in execute(pending):
+                outcome.source = sources.get(outcome.key, {})
                 journal.append(outcome)
-                outcomes[outcome.key] = outcome
+                done[outcome.key] = outcome
                 processed += 1
                 progress.advance(task)
     seconds = time.perf_counter() - start
-    finished = [outcomes[k] for k in sorted(wanted & outcomes.keys())]
+    finished = [done[k] for k in sorted(done.keys() & sources.keys())] + clashes
+    finished.sort(key=lambda outcome: outcome.key)
     rows = [row for outcome in finished for row in outcome.rows]
     table = new_rows(rows) if rows else new_rows([])
     if finish_rows is not None and len(table):
@@ -195,10 +297,32 @@ def run_stage(name: str, items: Sequence[tuple[str, Any]],
     skip_table = pd.DataFrame(skips, columns=None if skips else ["key", "reason", "detail"])
     with atomic_path(skipped_path) as tmp:
         skip_table.to_csv(tmp, index=False)
-    summary = StageSummary(name, len(items), done_before, processed, len(table),
+    summary = StageSummary(name, len(items) + sum(len(c.skips) for c in clashes), len(current) - len(retried), processed, len(table),
                            dict(Counter(s["reason"] for s in skips)), seconds, manifest_path, skipped_path)
     summary.print()
     return summary
+
+
+def _split_duplicates(items: Sequence[tuple[str, Any]]) -> tuple[list[tuple[str, Any]], list[Outcome]]:
+    """Items with a key of their own, and a :data:`DUPLICATE_KEY` skip for each item that shares its key."""
+    by_key: dict[str, list[Any]] = defaultdict(list)
+    for key, payload in items:
+        by_key[key].append(payload)
+    unique = [(key, payload) for key, payload in items if len(by_key[key]) == 1]
+    clashes = []
+    for key, payloads in by_key.items():
+        if len(payloads) > 1:
+            names = [", ".join(state[0] for state in describe_source(p)["files"]) or repr(p) for p in payloads]
+            clashes.append(Outcome(key, skips=[{"key": key, "reason": DUPLICATE_KEY,
+                                                "detail": f"{name}: shares the key {key!r} with "
+                                                          f"{'; '.join(n for n in names if n != name)}; "
+                                                          "rename all but one"} for name in names]))
+    return unique, clashes
+
+
+def _sample(values: Sequence[Any], limit: int = 5) -> str:
+    shown = ", ".join(map(str, values[:limit]))
+    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
 def claim_folder(out_dir: str | os.PathLike, settings: dict[str, Any]) -> None:
@@ -206,22 +330,36 @@ def claim_folder(out_dir: str | os.PathLike, settings: dict[str, Any]) -> None:
     since resuming it would mix two kinds of output in one manifest.
 
     Raises:
-        UserError: naming the folder and the differing settings.
+        UserError: naming the folder and the differing settings, or the settings file when it is unreadable.
     """
     wanted = json.loads(json.dumps(settings, default=_json_default))
     recorded = Path(out_dir) / "settings.json"
     if recorded.is_file():
-        earlier = json.loads(recorded.read_text(encoding="utf-8"))
+        try:
+            earlier = json.loads(recorded.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise UserError(f"{recorded}: cannot read the settings an earlier run recorded ({error}); without "
+                             f"them {out_dir} cannot be resumed safely: use a new output folder or delete that "
+                             "one") from None
+        if not isinstance(earlier, dict):
+            raise UserError(f"{recorded}: not a settings record (a JSON object was expected); use a new output "
+                             "folder or delete that one")
         if earlier != wanted:
             changed = sorted(k for k in set(earlier) | set(wanted) if earlier.get(k) != wanted.get(k))
-            raise UserError(f"{out_dir} holds output made with other settings ({', '.join(changed)} differ; see "
-                             f"{recorded}); use a new output folder or delete that one")
+            described = "; ".join(f"{k} {_short(earlier.get(k))} then, {_short(wanted.get(k))} now" for k in changed)
+            raise UserError(f"{out_dir} holds output made with other settings ({', '.join(changed)} differ: "
+                             f"{described}; see {recorded}); use a new output folder or delete that one")
     write_text_atomic(recorded, json.dumps(wanted, indent=1, sort_keys=True) + "\n")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def map_items(process: Callable[[Any], Outcome], items: list[tuple[str, Any]], workers: int = 1,
               initializer: Callable[..., None] | None = None, initargs: tuple = ()) -> Iterator[Outcome]:
-    """Process items one by one, in this process or in ``workers`` spawned processes.
+    """Process items one by one, in this process or in ``workers`` spawned processes (which die with this one).
 
     ``process`` and ``initializer`` must be importable top-level functions when ``workers > 1``; the
     initializer is where a worker loads its model once.
@@ -233,7 +371,7 @@ def map_items(process: Callable[[Any], Outcome], items: list[tuple[str, Any]], w
             yield guarded(process, key, payload)
         return
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=initializer, initargs=initargs) as pool:
+    with context.Pool(workers, initializer=DiesWithParent(initializer), initargs=initargs) as pool:
         yield from pool.imap_unordered(_GuardedCall(process), items, chunksize=1)
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import random
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -71,14 +74,34 @@ def load_weights_only(path: str | os.PathLike) -> Any:
     """``torch.load(path, weights_only=True)`` on CPU, with a clear :class:`CheckpointError` when it refuses.
 
     Checkpoints are input: a file that needs arbitrary unpickling (code objects, custom classes) is refused
-    rather than executed.
+    rather than executed, and the message does not suggest ``weights_only=False``.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(path, "file not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # UnpicklingError, RuntimeError or EOFError depending on the damage
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        what = f"it pickles {found.group(1)}" if found else "it pickles objects other than tensors and plain data"
+        raise CheckpointError(path, f"refused by torch.load(weights_only=True): {what}, so it is not a checkpoint "
+                                    "this project wrote, and it will not be unpickled (that could run code)") from None
+    except Exception as error:  # RuntimeError or EOFError depending on the damage
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(path, "refused by torch.load(weights_only=True): truncated, not a torch "
-                                    f"checkpoint, or it pickles code we will not run ({first_line})") from None
+        raise CheckpointError(path, "refused by torch.load(weights_only=True): truncated, damaged or not a torch "
+                                    f"checkpoint ({first_line})") from None
+
+
+def describe_mismatch(model: torch.nn.Module, state_dict: Mapping[str, Any], shown: int = 3) -> str:
+    """Why ``state_dict`` does not fit ``model``, in one line: counts of missing, unexpected and differently
+    shaped keys with a few names each (a full listing of a wrong architecture runs to thousands of keys)."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    reshaped = [f"{key} {tuple(state_dict[key].shape)} for {tuple(expected[key].shape)}" for key in expected
+                if key in state_dict and hasattr(state_dict[key], "shape")
+                and tuple(state_dict[key].shape) != tuple(expected[key].shape)]
+    parts = [f"{len(names)} {label} (e.g. {', '.join(names[:shown])})"
+             for label, names in (("missing keys", missing), ("unexpected keys", unexpected),
+                                  ("keys with another shape", reshaped)) if names]
+    return "; ".join(parts) or "the weights do not load"

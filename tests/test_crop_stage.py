@@ -267,3 +267,21 @@ def test_manifest_input_gives_the_same_crop_as_folders(crops, inputs, tmp_path):
 def test_command_needs_folders_or_a_manifest(tmp_path):
     result = CliRunner().invoke(app, ["crop-baidu", str(tmp_path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1 and "--manifest" in result.output
+
+
+def test_ray_engine_gives_the_local_engines_crops_and_skips(crops, inputs):
+    ray = pytest.importorskip("ray")
+    from pipeline.ray_engine import start_local_ray
+
+    out = inputs.parent / "ray"
+    start_local_ray(num_cpus=2)
+    try:
+        result = CliRunner().invoke(app, ["crop-baidu", str(inputs / "images"), str(inputs / "masks"), "--out",
+                                          str(out), "--engine", "ray", "--workers", "2"])
+    finally:
+        ray.shutdown()
+    assert result.exit_code == 0, result.output
+    assert (out / "manifest.csv").read_bytes() == (crops / "manifest.csv").read_bytes()
+    assert (out / "skipped.csv").read_bytes() == (crops / "skipped.csv").read_bytes()
+    for mask in (crops / "masks").glob("*.png"):
+        assert (read_mask(out / "masks" / mask.name) == read_mask(mask)).all(), mask.name

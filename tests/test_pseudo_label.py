@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from teacher_helpers import TINY, bad_photo_folder, invoke, small_manifest
 
+from pipeline.ray_engine import start_local_ray
 from pipeline.teacher import signals as sg
 from pipeline.teacher.checkpoint import teacher_hash
-from pipeline.teacher.ray_engine import start_local_ray
 from sinet_plus import manifest as mf
 from sinet_plus.imageio import read_image, read_mask
 from sinet_plus.stage import Journal

@@ -186,7 +186,7 @@ def test_double_review_goes_to_two_different_people(tmp_path):
 def test_gold_items_are_damaged_copies_written_under_the_root(data, tmp_path):
     db = tmp_path / "data" / "review.sqlite"
     with Store(db, create=True) as store:
-        added, _, problems = queue_manifests(store, [data], gold_from=data, gold_count=4)
+        added, _, problems, _ = queue_manifests(store, [data], gold_from=data, gold_count=4)
         items = store.items_frame().set_index("key")
     assert added == 6 + 8 and not problems
     gold = items[items["gold"].notna()]
@@ -226,7 +226,7 @@ def test_export_writes_accepted_items_the_trainer_reads(data, tmp_path, eg1800_d
     assert exported.path(frame.at[sorted(accepted)[0], "image"]) == \
         source.path(source.frame.set_index("id").at[sorted(accepted)[0], "image"])
     with Store(db) as store:
-        both, _ = export_manifest(store, out, with_rejected=True)
+        both, _ = export_manifest(store, out, statuses=("accepted", "rejected"))
     statuses = both.frame.set_index("id")["status"]
     assert set(statuses[statuses == "rejected"].index) == rejected
     assert set(both.frame.set_index("id").loc[sorted(rejected), "reason"]) == {"extra"}

@@ -150,6 +150,9 @@ def test_quickstart_config_plans_every_stage():
     assert names == ["demo-photos", "demo-masks", "demo-crop", "demo-label", "queue", "review", "export",
                      "sinet-plus", "sinet-plus-eval"]
     assert plan(config, stop_after="export")[-1].name == "export"
+    training = next(step for step in plan(config) if step.name == "sinet-plus")
+    assert training.command[training.command.index("--init") + 1] == str(config.init)
+    assert config.init.name == "sinet-eg1800.pt" and "--stage" in training.command
 
 
 def test_experiment_arms_share_start_options_and_steps_and_differ_only_in_data():

@@ -1,12 +1,14 @@
 """A tiny real `pipeline run`: the packaged demo photos through every stage with the shipped weights, offline.
 
-Checks the run ends with a trained and evaluated SINet, that auto-accepted rows are marked as such in the
-curated manifest, and that a second run skips every step. Tiny budgets (64x64 SINet, one epoch per stage).
+Checks the run ends with a fine-tuned and evaluated SINet, that auto-accepted rows are marked as such in the
+curated manifest, that the run report renders in real Chromium with every stage's pictures, and that a second
+run skips every step. Tiny budgets (one fine-tuning epoch).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,14 +51,12 @@ long-side = 256
 batch-size = 2
 workers = 0
 [sinet]
+init = "{SINET}"
 val = "curated"
 val_split = "train"
 [sinet.options]
-stage1-epochs = 1
 stage2-epochs = 1
-stage1-batch = 2
 stage2-batch = 2
-size = 64
 workers = 0
 threads = 1
 """)
@@ -70,6 +70,8 @@ threads = 1
     assert (curated["priority"].astype(float) <= 0.5).all()
     assert (out / "sinet-plus" / "best.pt").is_file() and (out / "sinet-plus" / "eval.json").is_file()
     assert read_record(out, "sinet-plus")["status"] == "done"
+    assert f"run report:         {out / 'report.html'}" in first.stdout
+    check_report_in_chromium(out / "report.html", crops=len(curated), photos=3)
 
     second = run(config, "--auto-accept", "0.5")
     assert second.returncode == 0, second.stdout[-3000:]
@@ -79,3 +81,28 @@ threads = 1
     waiting = run(config, "--stop-after", "review")  # no threshold: the items above 0.5 wait for people
     left = mf.read_manifest(out / "demo" / "pseudo" / "manifest.csv").frame["priority"].astype(float).gt(0.5).sum()
     assert waiting.returncode == (2 if left else 0), waiting.stdout[-2000:] + waiting.stderr[-2000:]
+
+
+def check_report_in_chromium(report: Path, crops: int, photos: int) -> None:
+    """Open the report page in Debian's Chromium: every section is there and every picture decodes."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).is_file():
+        pytest.skip("Debian chromium is not installed (make system-deps)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox"])
+        page = browser.new_page()
+        page.goto(report.as_uri())
+        titles = page.locator("h2").all_inner_texts()
+        assert titles == ["Crops: faces and crop boxes", "Pseudo-labels by priority", "Review decisions",
+                          "Trained SINet beside the accepted masks"]
+        assert page.locator("#crops figure").count() == photos
+        labels = page.locator("#pseudo-labels figure").count()
+        assert labels >= crops
+        assert page.locator("#pseudo-labels .badge.accepted").count() == crops
+        assert page.locator("#review table").count() >= 2
+        captions = " ".join(page.locator("#models figcaption").all_inner_texts())
+        assert captions.count("(before): IoU") == crops and captions.count("(after): IoU") == crops
+        broken = page.evaluate("[...document.images].filter(i => !i.complete || i.naturalWidth === 0).length")
+        assert broken == 0 and page.evaluate("document.images.length") == photos + labels + 4 * crops
+        browser.close()

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sinet.loss import BoundaryAwareLoss, _dilate_max_pool, _dilate_opencv, boundary_band, class_weights
+from sinet.loss import BoundaryAwareLoss, _dilate_max_pool, _dilate_opencv, class_weights, label_band
 from sinet_plus.imageio import IGNORE, read_mask
 
 
@@ -31,7 +31,7 @@ def test_loss_on_a_hand_checked_example():
     logits, labels = _row_example()
     ce = [math.log(2), math.log(4 / 3), math.log(4 / 3), math.log(8 / 7)]
     # 3x3 kernel on 0 0 1 1: only the two middle pixels see both classes.
-    assert boundary_band(labels, 3).tolist() == [[[False, True, True, False]]]
+    assert label_band(labels, 3).tolist() == [[[False, True, True, False]]]
     plain = BoundaryAwareLoss(band_kernel=3, boundary_weight=0.5)
     whole, band = plain.terms(logits, labels)
     assert whole.item() == pytest.approx(sum(ce) / 4)
@@ -55,7 +55,7 @@ def test_ignored_pixels_count_nowhere():
     # an unknown region inside the background starts no band
     patch = torch.zeros(1, 20, 20, dtype=torch.long)
     patch[0, 5:10, 5:10] = IGNORE
-    assert not boundary_band(patch, 5).any()
+    assert not label_band(patch, 5).any()
 
 
 @pytest.mark.parametrize("kernel,side", [(15, 224), (5, 28)])
@@ -68,7 +68,7 @@ def test_band_equals_opencv_on_real_masks(eg1800_dir, kernel, side):
     batch = torch.from_numpy(np.stack(labels))
     expected = np.stack([_opencv_band(label, kernel) for label in labels])
     assert expected[:4].any(axis=(1, 2)).all() and not expected[4].any()
-    assert np.array_equal(boundary_band(batch, kernel).numpy(), expected)
+    assert np.array_equal(label_band(batch, kernel).numpy(), expected)
     for value in (0, 1):
         indicator = (batch == value).to(torch.uint8)
         assert torch.equal(_dilate_max_pool(indicator, kernel), _dilate_opencv(indicator, kernel))

@@ -3,7 +3,6 @@ step of ``sinet bench`` (ours and the authors' module on the same batch, the tra
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch._inductor import config as inductor_config
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sinet_plus.errors import UserError
 from sinet_plus.stage import Journal, Outcome, map_items, run_stage
 
 STEMS = ("00001", "00002", "00003", "00004", "00005", "00006", "00007", "00009")
@@ -127,9 +126,14 @@ def test_unexpected_errors_are_recorded_then_retried(tmp_path):
     assert calls == ["a", "b", "c", "b"]
 
 
-def test_duplicate_keys_are_refused(tmp_path):
-    with pytest.raises(UserError, match=r"duplicate item keys \['x'\]"):
-        run_stage("dup", [("x", 1), ("x", 2)], lambda pending: iter(()), tmp_path)
+def test_items_sharing_a_key_are_skipped_and_the_rest_run(tmp_path):
+    def done(key):
+        return Outcome(key, rows=[{"id": f"t/{key}", "image": f"{key}.png", "mask": "", "source": "t", "split": "x"}])
+
+    summary = run_stage("dup", [("x", "x"), ("y", "y"), ("x", "x")], lambda pending: map_items(done, pending), tmp_path)
+    assert (summary.planned, summary.rows, summary.skipped) == (3, 1, {"duplicate_key": 2})
+    skipped = pd.read_csv(tmp_path / "skipped.csv")
+    assert skipped["key"].tolist() == ["x", "x"] and "shares the key 'x'" in skipped["detail"][0]
 
 
 def test_torn_journal_line_is_ignored(tmp_path):

@@ -15,7 +15,7 @@ from rich.console import Console
 from pipeline.crop.framing import FramingRule
 from pipeline.crop.preview import write_contact_sheet
 from pipeline.crop.rules import SelectionRules
-from pipeline.crop.stage import CropSettings, run
+from pipeline.crop.stage import ENGINES, CropSettings, run
 from pipeline.faces import DetectorSettings
 from sinet_plus import manifest as mf
 from sinet_plus.errors import UserError
@@ -56,7 +56,9 @@ def crop_baidu(
     masks_dir: Annotated[Optional[Path], typer.Argument(help="Folder of person masks with the photos' stems.")] = None,
     manifest: Annotated[Optional[Path], typer.Option(help="Take photos and masks from this manifest instead "
                                                           "of IMAGES_DIR and MASKS_DIR.")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Processes, each with its own MTCNN.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Processes (local) or Ray actors, each with its own MTCNN.")
+                       ] = 1,
+    engine: Annotated[str, typer.Option(help="'local' (process pool) or 'ray' (Ray Data actor pool).")] = ENGINES[0],
     threads: Annotated[int, typer.Option(min=1, help="Torch threads per worker.")] = 1,
     output_size: Annotated[str, typer.Option(help="Size of the written crops, WIDTHxHEIGHT (EG1800-like), or "
                                                   f"{NATIVE} (the photo's own resolution).")
@@ -108,7 +110,8 @@ def crop_baidu(
                                   min_face_size=detector_min_face_size),
         output_size=_size(output_size), unknown_value=unknown_value)
     source = mf.load(manifest) if manifest is not None else None
-    summary = run(images_dir, masks_dir, out, settings, workers=workers, threads=threads, manifest=source)
+    summary = run(images_dir, masks_dir, out, settings, workers=workers, threads=threads, manifest=source,
+                  engine=engine)
     crops = mf.read_manifest(summary.manifest)
     photos = crops.frame["origin_stem"].nunique() if len(crops) else 0
     Console(stderr=True).print(f"crop-baidu: {summary.rows} crops from {photos} of {summary.planned} photos")

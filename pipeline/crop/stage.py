@@ -27,6 +27,7 @@ from pipeline.crop.rules import (
     person_share,
 )
 from pipeline.faces import DetectorSettings, Face, detector
+from sinet_plus.errors import UserError
 from sinet_plus.imageio import list_photos, read_image, read_mask, write_jpeg, write_mask
 from sinet_plus.manifest import Manifest
 from sinet_plus.stage import Outcome, StageSummary, claim_folder, map_items, run_stage
@@ -34,6 +35,8 @@ from sinet_plus.stage import Outcome, StageSummary, claim_folder, map_items, run
 SOURCE = "baidu_crop"
 MISSING_MASK = "missing_mask"
 MASK_SIZE_MISMATCH = "mask_size_mismatch"
+ENGINES = ("local", "ray")
+"""Where photos are cropped: a local process pool, or a Ray Data actor pool (this machine or a cluster)."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,7 @@ def init_worker(settings: CropSettings, out_dir: str, threads: int | None = None
     detector(settings.detector)
 
 
-def process_photo(payload: tuple[str, str, str | None]) -> Outcome:
+def process_photo(payload: tuple[str, Path, Path | None]) -> Outcome:
     """Read one photo and its mask, crop it and write the crops; the payload is (stem, photo, mask or None)."""
     stem, image_file, mask_file = payload
     settings: CropSettings = _worker["settings"]
@@ -178,20 +181,25 @@ def plan_items(images_dir: str | os.PathLike, masks_dir: str | os.PathLike) -> l
     masks = {}
     for path in list_photos(masks_dir):
         masks.setdefault(path.stem, path)
-    return [(photo.stem, (photo.stem, str(photo.resolve()),
-                          str(masks[photo.stem].resolve()) if photo.stem in masks else None))
+    return [(photo.stem, (photo.stem, _input_path(photo),
+                          _input_path(masks[photo.stem]) if photo.stem in masks else None))
             for photo in list_photos(images_dir)]
+
+
+def _input_path(path: Path) -> Path:
+    """The file a listed path names (a broken link stays itself, so its skip names the link)."""
+    return path.resolve() if path.exists() else path.absolute()
 
 
 def plan_manifest_items(manifest: Manifest) -> list[tuple[str, tuple]]:
     """One item per manifest row, keyed by its photo's stem, with its mask (or None when the row has none)."""
-    return [(image.stem, (image.stem, str(image), str(mask) if mask is not None else None))
+    return [(image.stem, (image.stem, image, mask))
             for image, mask in zip(manifest.paths("image"), manifest.paths("mask")) if image is not None]
 
 
 def run(images_dir: str | os.PathLike | None, masks_dir: str | os.PathLike | None, out_dir: str | os.PathLike,
         settings: CropSettings = CropSettings(), workers: int = 1, threads: int = 1,
-        manifest: Manifest | None = None) -> StageSummary:
+        manifest: Manifest | None = None, engine: str = ENGINES[0]) -> StageSummary:
     """Crop every photo of ``images_dir`` (masks by stem from ``masks_dir``), or of ``manifest``, into ``out_dir``,
     resumably.
 
@@ -200,17 +208,24 @@ def run(images_dir: str | os.PathLike | None, masks_dir: str | os.PathLike | Non
         masks_dir: folder of masks with the photos' stems (None when ``manifest`` is given).
         out_dir: gets images/, masks/, manifest.csv, skipped.csv and the journal.
         settings: framing, rules, detector and output size.
-        workers: processes; each loads MTCNN once.
+        workers: processes (local) or actors (ray); each loads MTCNN once.
         threads: torch threads per worker. One is best here: MTCNN's small convolutions gain little from more,
             and on a busy machine extra threads spin against each other (see docs/crop-baidu.md).
         manifest: photos and masks as manifest rows instead of folders (keys are the photos' stems).
+        engine: ``local`` (a process pool) or ``ray`` (a Ray Data actor pool, :func:`pipeline.ray_engine.map_on_ray`).
     """
+    if engine not in ENGINES:
+        raise UserError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     out_dir = Path(out_dir).resolve()
     items = plan_manifest_items(manifest) if manifest is not None else plan_items(images_dir, masks_dir)
     claim_folder(out_dir, asdict(settings))
 
     def execute(pending: list[tuple[str, tuple]]):
-        return map_items(process_photo, pending, workers=workers, initializer=init_worker,
-                         initargs=(settings, str(out_dir), threads))
+        initargs = (settings, str(out_dir), threads)
+        if engine == "ray":
+            from pipeline.ray_engine import map_on_ray
 
-    return run_stage("crop-baidu", items, execute, out_dir)
+            return map_on_ray(process_photo, pending, actors=workers, initializer=init_worker, initargs=initargs)
+        return map_items(process_photo, pending, workers=workers, initializer=init_worker, initargs=initargs)
+
+    return run_stage("crop-baidu" + (" (ray)" if engine == "ray" else ""), items, execute, out_dir)

@@ -1,9 +1,9 @@
-"""Command-line shell of the review stage: ``queue``, ``review``, ``export`` and ``review-stats``."""
+"""Command-line shell of the review stage: ``queue``, ``review``, ``export``, ``review-stats`` and ``import-fixes``."""
 
 from __future__ import annotations
 
 import os
-import subprocess
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,15 +13,20 @@ from rich.console import Console
 from rich.table import Table
 
 import pipeline
+from pipeline.formats.commands import UrlPrefix, print_export
+from pipeline.formats.convert import READERS
+from pipeline.formats.items import FormatError
 from pipeline.review.store import Store
 from sinet_plus import manifest as mf
 from sinet_plus.errors import UserError
+from sinet_plus.processes import start_child
 
 APP = Path(pipeline.__file__).resolve().parents[1] / "review_app" / "app.py"
 """The Streamlit app, started by file path so that ``pipeline`` never imports ``review_app``."""
 
 PASSWORD_ENV = "REVIEW_PASSWORD"
-"""Environment variable holding the app's password (how ``--password`` reaches the app, too)."""
+"""Environment variable holding the app's password (how a password typed at ``--password``'s prompt reaches the
+app, too: a child's environment, unlike its command line, is private to its user)."""
 
 console = Console()
 Db = Annotated[Path, typer.Option("--db", help="The review database (SQLite).")]
@@ -55,55 +60,94 @@ def queue_command(
     """Add the masked rows of manifests to the review queue; rows already queued are left as they are."""
     from pipeline.review.queue import queue_manifests
 
-    store = Store(db, create=True)
-    added, known, problems = queue_manifests(store, manifests, root, tuple(status), order, mix, double,
-                                             gold_from, gold, gold_dir)
+    added, known, problems, data_root = queue_manifests(db, manifests, root, tuple(status), order, mix, double,
+                                                        gold_from, gold, gold_dir)
     for problem in problems:
         Console(stderr=True).print(f"[yellow]skipped:[/] {problem}")
     if added + known == 0:
-        raise UserError("nothing to queue")
-    console.print(f"queued {added} new items ({known} were already queued) in {db}; data root {store.data_root}")
+        raise UserError("nothing to queue" + ("" if db.exists() else f" ({db} was not created)"))
+    console.print(f"queued {added} new items ({known} were already queued) in {db}; data root {data_root}")
 
 
 def review_command(
     db: Db,
     port: Annotated[int, typer.Option(help="Port of the app.")] = 8501,
     host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps the app on this machine.")] = "127.0.0.1",
-    password: Annotated[Optional[str], typer.Option(envvar=PASSWORD_ENV, show_default=False,
-                                                    help="Ask for this password before reviewing.")] = None,
+    password: Annotated[bool, typer.Option("--password", help=f"Ask annotators for a password, typed here at a "
+                                                             f"prompt (or taken from ${PASSWORD_ENV}, which turns "
+                                                             "it on by itself); never on the command line, where "
+                                                             "`ps` shows it to every user.")] = False,
 ) -> None:
-    """Start the Streamlit accept/reject app on a review database."""
+    """Start the Streamlit accept/reject app on a review database; it stops when this command stops."""
     Store(db).close()
     env = dict(os.environ)
-    env.pop(PASSWORD_ENV, None)
-    if password:
-        env[PASSWORD_ENV] = password
+    if password and not env.get(PASSWORD_ENV):
+        env[PASSWORD_ENV] = typer.prompt("Password for the review app", hide_input=True, confirmation_prompt=True)
     command = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", host,
                "--server.port", str(port), "--server.headless", "true", "--server.fileWatcherType", "none",
                "--server.runOnSave", "false", "--browser.gatherUsageStats", "false",
                "--client.toolbarMode", "minimal", "--", "--db", str(db.resolve())]
     console.print(f"review app on http://{host}:{port} (Ctrl+C stops it)")
+    server = start_child(command, env=env)
+    signal.signal(signal.SIGTERM, lambda *_: server.terminate())  # a SIGKILL is covered by start_child
     try:
-        raise typer.Exit(subprocess.call(command, env=env))
-    except KeyboardInterrupt:
+        raise typer.Exit(server.wait())
+    except KeyboardInterrupt:  # the server got the Ctrl+C too
+        server.wait()
         raise typer.Exit(0)
 
 
 def export_command(
     db: Db,
-    out: Annotated[Path, typer.Option(help="Manifest to write (.csv or .parquet).")],
-    base: Annotated[list[Path], typer.Option(help="Manifests to include as they are (repeat for several).")] = [],
-    with_rejected: Annotated[bool, typer.Option(help="Also write rejected items (status rejected).")] = False,
+    out: Annotated[Path, typer.Option(help="File to write: a manifest (.csv or .parquet), or the --format's file "
+                                           "(a folder for fiftyone).")],
+    format: Annotated[str, typer.Option(help="manifest, or an annotation tool's format: coco, coco-instances, "
+                                             "cvat, label-studio, fiftyone.")] = "manifest",
+    status: Annotated[list[str], typer.Option(help="Verdicts to export: accepted, rejected (the fix loop's "
+                                                   "start), pending (repeat for several).")] = ["accepted"],
+    base: Annotated[list[Path], typer.Option(help="Manifests to include as they are (repeat for several; "
+                                                  "manifest format).")] = [],
     split: Annotated[Optional[str], typer.Option(help="Give every reviewed row this split (e.g. train: pseudo-labels "
                                                       "come out of the teacher as unlabeled).")] = None,
+    image_url_prefix: UrlPrefix = None,
 ) -> None:
-    """Write the accepted items (plus any base manifests) as a manifest the SINet trainer reads."""
-    from pipeline.review.export import export_manifest
+    """Write the reviewed items as a manifest the SINet trainer reads, or in an annotation tool's format."""
+    from pipeline.formats.convert import write_format
+    from pipeline.review.export import export_manifest, review_manifest
 
-    manifest, reviewed = export_manifest(Store(db), out, base, with_rejected, split)
+    if base and format != "manifest":
+        raise UserError("--base goes with --format manifest only")
+    store = Store(db)
+    if format != "manifest":
+        items = write_format(review_manifest(store, tuple(status), split), format, out, image_url_prefix)
+        print_export(items, format, out)
+        return
+    manifest, reviewed = export_manifest(store, out, base, tuple(status), split)
     mf.write_manifest(manifest, out)
     console.print(f"wrote {len(manifest)} rows to {out} ({reviewed} reviewed, {len(manifest) - reviewed} from "
                   "base manifests)")
+
+
+def import_fixes_command(
+    file: Annotated[Path, typer.Argument(help="The tool's export of the fixed masks.")],
+    format: Annotated[str, typer.Option(help=f"Format: {', '.join(READERS)}.")],
+    db: Annotated[Path, typer.Option("--db", help="The review database the rejected masks came from.")],
+    annotator: Annotated[Optional[str], typer.Option(help="Who fixed the masks (needed when the file does not "
+                                                          "say: CVAT, COCO).")] = None,
+    masks: Annotated[Optional[Path], typer.Option(help="Folder for the fixed mask PNGs, under the data root "
+                                                       "(default: fixed/ beside the database).")] = None,
+) -> None:
+    """Add masks fixed in CVAT or Label Studio as accepted items; every other decision stays as it is."""
+    from pipeline.review.fixes import import_fixes
+
+    with Store(db) as store:
+        result = import_fixes(store, file, format, annotator, masks)
+    for problem in result.problems:
+        Console(stderr=True).print(f"[yellow]skipped:[/] {problem}")
+    console.print(f"added {len(result.added)} fixed masks as accepted items ({len(result.known)} were added "
+                  f"before, {len(result.problems)} skipped)")
+    if not result.added and not result.known:
+        raise FormatError(f"{file}: no fixed mask could be taken back")
 
 
 def review_stats_command(
@@ -129,3 +173,4 @@ def register(app: typer.Typer) -> None:
     app.command("review")(review_command)
     app.command("export")(export_command)
     app.command("review-stats")(review_stats_command)
+    app.command("import-fixes")(import_fixes_command)

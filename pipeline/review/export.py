@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.review.store import Store
+from pipeline.review.store import ReviewStoreError, Store
 from sinet_plus import manifest as mf
 
 
@@ -49,9 +49,34 @@ def verdicts_digest(store: Store) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def export_manifest(store: Store, out: str | os.PathLike, bases: list[Path] = (), with_rejected: bool = False,
-                    split: str | None = None) -> tuple[mf.Manifest, int]:
-    """The accepted items (and the rejected ones when asked) stacked with ``bases``, rooted at ``out``'s folder.
+VERDICTS = ("accepted", "rejected", "pending")
+"""What an export may select: the verdict of a fully reviewed item, or ``pending`` for one still open."""
+
+
+def review_manifest(store: Store, statuses: tuple[str, ...] = ("accepted",), split: str | None = None
+                    ) -> mf.Manifest:
+    """The store's real items whose verdict is one of ``statuses`` (see :data:`VERDICTS`), rooted at the data root.
+
+    Decided rows get ``status``, ``reviewer``, ``decided_at`` and ``reason`` from :func:`verdicts`; pending rows
+    keep ``status`` pending. ``split`` is given to every row when set.
+    """
+    unknown = [s for s in statuses if s not in VERDICTS]
+    if unknown:
+        raise ReviewStoreError(f"unknown status {unknown[0]!r} (use one of: {', '.join(VERDICTS)})")
+    items = store.items_frame()
+    items = items[items["gold"].isna()]
+    decided = verdicts(store).set_index("key")
+    rows = []
+    for key, row in zip(items["key"], items["row"]):
+        verdict = decided.loc[key].to_dict() if key in decided.index else {"status": "pending"}
+        if verdict["status"] in statuses:
+            rows.append({**row, **verdict, **({"split": split} if split is not None else {})})
+    return mf.Manifest(mf.new_rows(rows), store.data_root)
+
+
+def export_manifest(store: Store, out: str | os.PathLike, bases: list[Path] = (),
+                    statuses: tuple[str, ...] = ("accepted",), split: str | None = None) -> tuple[mf.Manifest, int]:
+    """The items of ``statuses`` (:func:`review_manifest`) stacked with ``bases``, rooted at ``out``'s folder.
 
     Returns the manifest and how many reviewed rows it holds. Raises :class:`~sinet_plus.manifest.ManifestError`
     when a base manifest is invalid or its ids clash with reviewed ones.
@@ -60,19 +85,10 @@ def export_manifest(store: Store, out: str | os.PathLike, bases: list[Path] = ()
         store: the review store.
         out: the manifest to be written (paths are made relative to its folder).
         bases: manifests to include as they are.
-        with_rejected: also export the rejected items (status ``rejected``).
+        statuses: the verdicts to export (:data:`VERDICTS`).
         split: give every reviewed row this split (pseudo-labels come out of the teacher as ``unlabeled``, and
             the SINet trainer reads one split); None keeps each row's own.
     """
-    items = store.items_frame().set_index("key")
-    table = verdicts(store)
-    if not with_rejected:
-        table = table[table["status"] == "accepted"]
-    rows = [{**items.at[v.key, "row"], "status": v.status, "reviewer": v.reviewer, "decided_at": v.decided_at,
-             "reason": v.reason} for v in table.itertuples()]
-    if split is not None:
-        rows = [{**row, "split": split} for row in rows]
-    reviewed = mf.Manifest(mf.new_rows(rows), store.data_root)
-    target = Path(out).parent.absolute()
-    combined = mf.concat([reviewed, *(mf.load(path) for path in bases)], target)
-    return combined, len(rows)
+    reviewed = review_manifest(store, statuses, split)
+    combined = mf.concat([reviewed, *(mf.load(path) for path in bases)], Path(out).parent.absolute())
+    return combined, len(reviewed)

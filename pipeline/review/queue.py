@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from pipeline.review.gold import DAMAGES, damage
-from pipeline.review.store import NewItem, Store
+from pipeline.review.store import NewItem, ReviewStoreError, Store
 from sinet_plus import manifest as mf
 from sinet_plus.errors import UserError
 from sinet_plus.imageio import ImageReadError, read_mask, write_mask
@@ -148,35 +150,72 @@ def plan_gold(path: str | os.PathLike, root: Path, gold_dir: Path, count: int) -
     return QueuePlan(gold, plan.problems)
 
 
-def queue_manifests(store: Store, manifests: list[Path], root: Path | None = None,
+class QueueResult(NamedTuple):
+    """What a queue call did: items added, items queued before, rows left out (with reasons), the data root."""
+
+    added: int
+    known: int
+    problems: list[str]
+    root: Path
+
+
+def queue_manifests(target: Store | Path, manifests: list[Path], root: Path | None = None,
                     statuses: tuple[str, ...] = ("pending",), order: str = "priority", mix: float = 0.0,
                     double: float = 0.0, gold_from: Path | None = None, gold_count: int = 0,
-                    gold_dir: Path | None = None) -> tuple[int, int, list[str]]:
-    """Queue manifests (and gold items) into ``store``; return (added, already queued, problems).
+                    gold_dir: Path | None = None) -> QueueResult:
+    """Queue manifests (and gold items) into a review store.
 
     The first call fixes the store's data root: ``root``, or the deepest folder holding the first
-    manifest and its files. Later calls must not name another root.
+    manifest and its files. Later calls must not name another root; the root is set and compared in the
+    transaction that adds the items, so of two queues racing on a new database with different roots one
+    is refused.
+
+    Args:
+        target: an open store, or the path of a database; a database that does not exist yet is created only
+            when there are items to add, so a refused or empty queue leaves no file behind.
+        manifests: manifests whose masked rows to queue.
+        root: the data root (None: the stored one, or the deepest folder of the first manifest and its files).
+        statuses: which review states to queue.
+        order, mix, double: see :func:`plan_queue`.
+        gold_from, gold_count: known-good manifest and how many of its photos become gold items.
+        gold_dir: where damaged gold masks go (default: ``<db stem>-gold`` beside the database).
+
+    Raises:
+        QueueError: a manifest cannot be queued, or the data root differs from the stored one.
+        ReviewStoreError: ``target`` names a file that is not a usable review database.
     """
-    stored = store.setting("data_root")
-    if stored is not None and root is not None and Path(stored) != root.resolve():
-        raise QueueError(f"{store.path}: its data root is {stored}; it cannot change to {root.resolve()}")
-    if stored is not None:
-        root = Path(stored)
-    elif root is None:
+    with contextlib.ExitStack() as stack:
+        if isinstance(target, Store):
+            store, db = target, target.path
+        else:
+            db = Path(target)
+            # create=True: a file another queue is creating right now may still be empty
+            store = stack.enter_context(Store(db, create=True)) if db.exists() else None
+        stored = store.setting("data_root") if store is not None else None
+        if stored is not None and root is not None and Path(stored) != root.resolve():
+            raise QueueError(f"{db}: its data root is {stored}; it cannot change to {root.resolve()}")
+        if stored is not None:
+            root = Path(stored)
+        elif root is None:
+            try:
+                root = default_root(mf.load(manifests[0]))
+            except mf.ManifestError as error:
+                raise QueueError(str(error)) from None
+            if root == Path(root.anchor):
+                raise QueueError(f"{manifests[0]}: the manifest and its files share no folder but {root}; "
+                                 "choose the data root with --root")
+        root = root.resolve()
+        plans = [plan_queue(path, root, statuses, order, mix, double) for path in manifests]
+        if gold_from is not None and gold_count > 0:
+            plans.append(plan_gold(gold_from, root, gold_dir or db.parent / f"{db.stem}-gold", gold_count))
+        items = [item for plan in plans for item in plan.items]
+        problems = [problem for plan in plans for problem in plan.problems]
+        if store is None:
+            if not items:
+                return QueueResult(0, 0, problems, root)
+            store = stack.enter_context(Store(db, create=True))
         try:
-            root = default_root(mf.load(manifests[0]))
-        except mf.ManifestError as error:
+            added = store.add_items(items, data_root=root)
+        except ReviewStoreError as error:
             raise QueueError(str(error)) from None
-        if root == Path(root.anchor):
-            raise QueueError(f"{manifests[0]}: the manifest and its files share no folder but {root}; "
-                             "choose the data root with --root")
-    root = root.resolve()
-    plans = [plan_queue(path, root, statuses, order, mix, double) for path in manifests]
-    if gold_from is not None and gold_count > 0:
-        plans.append(plan_gold(gold_from, root, gold_dir or store.path.parent / f"{store.path.stem}-gold",
-                               gold_count))
-    items = [item for plan in plans for item in plan.items]
-    if stored is None and items:
-        store.set_setting("data_root", str(root))
-    added = store.add_items(items)
-    return added, len(items) - added, [problem for plan in plans for problem in plan.problems]
+        return QueueResult(added, len(items) - added, problems, root)

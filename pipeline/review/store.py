@@ -176,8 +176,8 @@ class Store:
         clock: seconds since the epoch; tests pass their own to age leases without sleeping.
         busy_seconds: how long a writer waits for another process's transaction before giving up.
         durable: flush every commit to the disk (``synchronous=FULL``), so even a power cut keeps every
-            confirmed decision; ``False`` (``NORMAL``) still survives a killed process and is ~100x faster
-            per commit on a slow disk, but the last commits may be lost if the machine itself goes down.
+            confirmed decision; ``False`` (``NORMAL``) still survives a killed process and is much faster per
+            commit on a slow disk (docs/review.md), but the last commits may be lost if the machine goes down.
     """
 
     def __init__(self, path: str | os.PathLike, create: bool = False, clock: Callable[[], float] = time.time,
@@ -188,15 +188,40 @@ class Store:
             raise ReviewStoreError(f"{self.path}: no review database here (create one with `pipeline queue`)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._db = None
         try:
-            self._db = sqlite3.connect(self.path, timeout=busy_seconds, isolation_level=None,
+            self._db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode={'rwc' if create else 'rw'}",
+                                       uri=True, timeout=busy_seconds, isolation_level=None,
                                        check_same_thread=False)
+            self._check_ownership(create)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
-        except sqlite3.DatabaseError as error:
+        except (sqlite3.DatabaseError, ReviewStoreError) as error:
+            if self._db is not None:
+                self._db.close()
+            if isinstance(error, ReviewStoreError):
+                raise
             raise ReviewStoreError(f"{self.path}: not a usable review database ({error})") from None
+
+    def _check_ownership(self, create: bool) -> None:
+        """Refuse, before anything is written, a file that is not a review database of ours: a foreign SQLite
+        file, an empty one (unless creating), a newer schema, or damaged pages. Reads only, so the file is left
+        exactly as it was."""
+        version = self.version
+        tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if version == 0 and tables:
+            raise ReviewStoreError(f"{self.path}: an SQLite file, but not a review database; left untouched")
+        if version == 0 and not create:
+            raise ReviewStoreError(f"{self.path}: an empty file, not a review database (create one with "
+                                   "`pipeline queue`); left untouched")
+        if version > SCHEMA_VERSION:
+            raise ReviewStoreError(f"{self.path}: schema version {version} is newer than this program's "
+                                   f"{SCHEMA_VERSION}; update sinet-plus to open it")
+        problems = [row[0] for row in self._db.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise ReviewStoreError(damaged(self.path, problems[0].splitlines()[-1]))
 
     def close(self) -> None:
         """Close the connection."""
@@ -228,18 +253,34 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction that takes the database's write lock at once (no upgrade deadlocks)."""
-        with self._lock:
+        with self._lock, self._damage_named():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
     def _read(self, sql: str, params: Sequence = ()) -> list[tuple]:
-        with self._lock:
+        with self._lock, self._damage_named():
             return self._db.execute(sql, params).fetchall()
+
+    def _frame(self, sql: str, dtype: dict[str, type]) -> pd.DataFrame:
+        with self._lock, self._damage_named():
+            return pd.read_sql_query(sql, self._db, dtype=dtype)
+
+    @contextmanager
+    def _damage_named(self) -> Iterator[None]:
+        """Turn SQLite's damage errors (pages spoilt after the store was opened) into a :class:`ReviewStoreError`
+        naming the file."""
+        try:
+            yield
+        except sqlite3.DatabaseError as error:
+            if isinstance(error, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.OperationalError)):
+                raise
+            raise ReviewStoreError(damaged(self.path, str(error))) from None
 
     # --- settings ---------------------------------------------------------------------------------
 
@@ -247,12 +288,6 @@ class Store:
         """A stored setting (e.g. ``data_root``), or ``default``."""
         rows = self._read("SELECT value FROM settings WHERE key = ?", (key,))
         return rows[0][0] if rows else default
-
-    def set_setting(self, key: str, value: str) -> None:
-        """Store a setting."""
-        with self._write() as db:
-            db.execute("INSERT INTO settings(key, value) VALUES (?, ?) "
-                       "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
     @property
     def data_root(self) -> Path:
@@ -272,12 +307,31 @@ class Store:
 
     # --- queue ------------------------------------------------------------------------------------
 
-    def add_items(self, items: Iterable[NewItem]) -> int:
-        """Add items whose key is new; return how many were added (known keys are left as they are)."""
+    def add_items(self, items: Iterable[NewItem], data_root: str | os.PathLike | None = None) -> int:
+        """Add items whose key is new; return how many were added (known keys are left as they are).
+
+        Args:
+            items: the items, their paths relative to ``data_root``.
+            data_root: the folder the items' paths are relative to. In the same transaction as the insert, it
+                becomes the store's data root when there is none yet, and must equal the stored one when there
+                is: two queues started at once on a new database cannot both set it.
+
+        Raises:
+            ReviewStoreError: ``data_root`` differs from the store's (nothing is added).
+        """
         now = self.clock()
         rows = [(i.key, i.image, i.mask, i.rank, json.dumps(i.row or {}), i.manifest, now, i.needed, i.gold)
                 for i in items]
         with self._write() as db:
+            if data_root is not None:
+                wanted = str(Path(data_root).resolve())
+                stored = db.execute("SELECT value FROM settings WHERE key = 'data_root'").fetchone()
+                if stored is not None and stored[0] != wanted:
+                    raise ReviewStoreError(f"{self.path}: its data root is {stored[0]}; these items' paths are "
+                                           f"relative to {wanted}, so nothing was added (queue them into "
+                                           "another database, or under the stored root)")
+                if stored is None and rows:
+                    db.execute("INSERT INTO settings(key, value) VALUES ('data_root', ?)", (wanted,))
             before = db.total_changes
             db.executemany("INSERT OR IGNORE INTO items(key, image, mask, rank, row, manifest, added_at, needed, "
                            "gold) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
@@ -420,21 +474,19 @@ class Store:
 
     def items_frame(self) -> pd.DataFrame:
         """Every item: key, image, mask, rank, done, needed, gold, manifest and its manifest row (dict)."""
-        with self._lock:
-            frame = pd.read_sql_query("SELECT id, key, image, mask, rank, done, needed, gold, manifest, row "
-                                      "FROM items ORDER BY id", self._db, dtype={"key": str})
+        frame = self._frame("SELECT id, key, image, mask, rank, done, needed, gold, manifest, row "
+                            "FROM items ORDER BY id", dtype={"key": str})
         frame["row"] = [json.loads(r) for r in frame["row"]]
         return frame
 
     def decisions_frame(self, include_undone: bool = False) -> pd.DataFrame:
         """Every decision joined with its item's key and gold kind, oldest first."""
         where = "" if include_undone else "WHERE d.undone_at IS NULL"
-        with self._lock:
-            return pd.read_sql_query(
-                f"""SELECT d.id, i.key, i.gold, i.needed, d.annotator, d.decision, d.reason, d.shown_at,
-                           d.decided_at, d.seconds, d.undone_at
-                    FROM decisions d JOIN items i ON i.id = d.item {where} ORDER BY d.id""",
-                self._db, dtype={"key": str, "reason": str})
+        return self._frame(
+            f"""SELECT d.id, i.key, i.gold, i.needed, d.annotator, d.decision, d.reason, d.shown_at,
+                       d.decided_at, d.seconds, d.undone_at
+                FROM decisions d JOIN items i ON i.id = d.item {where} ORDER BY d.id""",
+            dtype={"key": str, "reason": str})
 
 
 def migrate(db: sqlite3.Connection, target: int = SCHEMA_VERSION, in_transaction: bool = False) -> None:
@@ -460,6 +512,12 @@ def migrate(db: sqlite3.Connection, target: int = SCHEMA_VERSION, in_transaction
         raise
     if not in_transaction:
         db.execute("COMMIT")
+
+
+def damaged(path: Path, detail: str) -> str:
+    """The message for a review database with damaged pages."""
+    return (f"{path}: the review database is damaged ({detail}); restore it from a backup, or save what can "
+            f"be read with `sqlite3 {path} .recover | sqlite3 recovered.sqlite`")
 
 
 def _name(annotator: str) -> str:

@@ -10,11 +10,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from pipeline.report import write_report
 from pipeline.run.config import load_config
-from pipeline.run.plan import plan
+from pipeline.run.plan import plan, report_inputs
 from pipeline.run.runner import Runner, subprocess_env
 from pipeline.run.step import WaitingForReview
 from sinet_plus.cli import stderr
+from sinet_plus.errors import UserError
 
 WAITING_EXIT = 2
 """Exit code when the run stopped to wait for human review (nothing failed)."""
@@ -44,6 +46,8 @@ def print_outputs(console: Console, config) -> None:
         lines.append(f"{model + ':':<20}{config.out / model / 'best.pt'} (eval: {config.out / model / 'eval.json'})")
     lines.append(f"step logs:          {config.out / 'logs'}")
     lines.append(f"open the review app: pipeline review --db {config.review_db}   → http://127.0.0.1:8501")
+    if config.report.is_file():
+        lines.append(f"run report:         {config.report}   (open it in a browser)")
     console.print("\n".join(lines))
 
 
@@ -62,8 +66,8 @@ def run_command(
 ) -> None:
     """Photos → crop-baidu → teacher → pseudo-label → review → export → sinet train → sinet eval.
 
-    Each step is skipped when its outputs are current; one summary at the end."""
-
+    Each step is skipped when its outputs are current; one summary and the run report (HTML) at the end, also
+    when the run stops for review or fails (the report shows what is there)."""
     console = Console() if Console().is_terminal else Console(width=150)  # logs: no wrapping at 80 columns
     config = load_config(config_path, auto_accept, teacher)
     steps = plan(config, stop_after)
@@ -75,7 +79,16 @@ def run_command(
         waiting = stop
     finally:  # a failed step (RunError) is reported by the toolkit after the summary: one line, exit code 1
         console.print(summary_table(runner.results))
+        report_failed = False
+        try:
+            write_report(report_inputs(config), config.report)
+        except (UserError, OSError) as error:
+            report_failed = True
+            stderr.print(f"[bold red]error:[/] {escape(f'{config.report}: run report not written ({error})')}",
+                         soft_wrap=True)
         print_outputs(console, config)
+    if report_failed:
+        raise typer.Exit(1)
     if waiting is not None:
         stderr.print(f"[yellow]waiting for review:[/] {escape(str(waiting))}", soft_wrap=True)
         raise typer.Exit(WAITING_EXIT)

@@ -114,6 +114,10 @@ class RunConfig:
     def curated(self) -> Path:
         return self.out / "curated.csv"
 
+    @property
+    def report(self) -> Path:
+        return self.out / "report.html"
+
     def models(self) -> list[str]:
         """SINet runs: ``sinet-plus`` (datasets + curated data), or with ``arms`` one ``<arm>-s<seed>`` per arm
         and seed (each from the common start)."""

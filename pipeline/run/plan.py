@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline.report import ReportInputs
 from pipeline.run.config import RunConfig, Source
 from pipeline.run.step import RunError, Step, WaitingForReview
 from sinet_plus import manifest as mf
@@ -138,7 +139,7 @@ def review_steps(config: RunConfig, manifests: list[Path], after: tuple[str, ...
 
     def queue() -> str:
         with Store(db, create=True) as store:
-            added, known, problems = queue_manifests(store, manifests, root=config.out)
+            added, known, problems, _ = queue_manifests(store, manifests, root=config.out)
         return f"{added} new items, {known} already queued" + (f", {len(problems)} problems" if problems else "")
 
     def review() -> str:
@@ -216,9 +217,12 @@ def sinet_steps(config: RunConfig, reviewed: dict[str, Path]) -> list[Step]:
                     after=(name, *scored_after), owns=[report], group=group, note=lambda: score_note(report))
 
     if not config.arms:
-        model = train("sinet-plus", "train SINet on " + " + ".join(config.sinet_train + ["curated"]),
-                      datasets + [config.curated], datasets_after + ("export",) + val_after, config.sinet_options,
-                      [], None)
+        data = " + ".join(config.sinet_train + ["curated"])
+        title, start = f"train SINet on {data}", []
+        if config.init:
+            title, start = f"fine-tune {config.init.name} on {data}", ["--stage", "2", "--init", str(config.init)]
+        model = train("sinet-plus", title, datasets + [config.curated], datasets_after + ("export",) + val_after,
+                      config.sinet_options, start, None)
         return [model, evaluate(model.name)]
     steps: list[Step] = []
     start, start_after = config.init, ()
@@ -261,6 +265,27 @@ def arm_data_step(config: RunConfig, arm: str, sources: list[str], reviewed: dic
 
     return Step(f"{arm}-data", f"the accepted items of arm {arm}", [out], action=write, after=("export",),
                 state=lambda: sources)
+
+
+def shown_models(config: RunConfig) -> dict[str, Path]:
+    """Title → checkpoint of the SINets whose masks the report shows: the checkpoint the fine-tuning starts from
+    (given, or the arms' trained common start), then each trained model."""
+    start = {}
+    if config.init is not None:
+        start = {f"{config.init.stem} (before)": config.init}
+    elif config.arms:
+        start = {"sinet-base (common start)": config.out / "sinet-base" / "best.pt"}
+    after = " (after)" if start else ""
+    return start | {model + after: config.out / model / "best.pt" for model in config.models()}
+
+
+def report_inputs(config: RunConfig) -> ReportInputs:
+    """What the run report shows, from where this run's steps write it."""
+    return ReportInputs(title=f"pipeline run {config.path.name}",
+                        crops=[config.out / s.name / "crops" / "manifest.csv" for s in config.sources],
+                        labels=[config.out / s.name / ("checked" if s.masks else "pseudo") / "manifest.csv"
+                                for s in config.sources],
+                        review_db=config.review_db, curated=config.curated, models=shown_models(config))
 
 
 def _accepted_note(manifest: Path) -> str:

@@ -26,6 +26,7 @@ from pipeline.run.step import (
     write_record,
 )
 from sinet_plus.errors import UserError
+from sinet_plus.processes import start_child
 
 
 class Runner:
@@ -115,8 +116,8 @@ class Runner:
         argv = self._argv(step, how)
         self.console.print(f"[dim]$ {' '.join(argv)}[/]")
         with open(log, "w") as sink:
-            process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env,
-                                       text=True, bufsize=1)
+            process = start_child(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env, text=True,
+                                  bufsize=1)
             for line in process.stdout:
                 sink.write(line)
                 sink.flush()
@@ -137,8 +138,8 @@ class Runner:
             log.parent.mkdir(parents=True, exist_ok=True)
             argv = self._argv(step, how)
             self.console.print(f"[dim]$ {' '.join(argv)}\n  log: {log}[/]")
-            running.append((step, how, log, subprocess.Popen(argv, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                                                             env=self.env)))
+            running.append((step, how, log, start_child(argv, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                                                        env=self.env)))
         with Live(console=self.console, refresh_per_second=1, transient=True) as live:
             while any(process.poll() is None for *_, process in running):
                 live.update(Text("\n".join(f"{step.name} [{time.time() - started:.0f} s]: {last_line(log)}"

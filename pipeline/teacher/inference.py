@@ -1,8 +1,8 @@
 """Batched teacher inference: aspect-preserving resize to a multiple of 32, padding, optional mirror pass.
 
 Photos are resized on the loading side (DataLoader workers or Ray tasks) and shipped as ``uint8``, four
-times smaller than floats; normalisation runs on the model's device. Photos of different shapes share a
-batch by zero-padding to the largest height and width; each prediction is cropped back and resized to its
+times smaller than floats; normalisation runs on the model's device. A batch runs as one forward per photo
+shape (never padded, so a photo's mask does not depend on its batch); each prediction is resized to its
 photo's size.
 """
 
@@ -94,20 +94,27 @@ class Predictor:
                 mirror: bool = True) -> list[Prediction]:
         """Predictions at each photo's size.
 
+        Photos of one shape go through the model together, one forward per shape: a photo zero-padded to a
+        larger one's shape gets another mask (the model sees the padding), so its mask would depend on which
+        photos share its batch, and a resumed run would write other masks than an unbroken one.
+
         Args:
             resized: uint8 photos from :func:`resize_for_model`.
             sizes: each photo's original (height, width).
             mirror: also predict the mirror images (for flip agreement and flip test-time augmentation).
         """
-        probs, mirrored = self.probabilities(self.batch_tensor(resized), mirror)
-        probs = probs.cpu().numpy()
-        mirrored = mirrored.cpu().numpy() if mirrored is not None else None
-        predictions = []
-        for index, (image, size) in enumerate(zip(resized, sizes)):
-            crop = (slice(0, image.shape[0]), slice(0, image.shape[1]))
-            predictions.append(Prediction(
-                _to_size(probs[index][crop], size),
-                _to_size(mirrored[index][crop], size) if mirrored is not None else None))
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for index, image in enumerate(resized):
+            by_shape.setdefault(image.shape[:2], []).append(index)
+        predictions: list[Prediction | None] = [None] * len(resized)
+        for indexes in by_shape.values():
+            probs, mirrored = self.probabilities(self.batch_tensor([resized[i] for i in indexes]), mirror)
+            probs = probs.cpu().numpy()
+            mirrored = mirrored.cpu().numpy() if mirrored is not None else None
+            for row, index in enumerate(indexes):
+                predictions[index] = Prediction(_to_size(probs[row], sizes[index]),
+                                                _to_size(mirrored[row], sizes[index]) if mirrored is not None
+                                                else None)
         return predictions
 
 

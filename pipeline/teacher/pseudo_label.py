@@ -44,6 +44,7 @@ from sinet.metrics import foreground_iou
 from sinet_plus import manifest as mf
 from sinet_plus.errors import PathError, UserError
 from sinet_plus.imageio import ImageReadError, list_photos, read_image, read_mask, write_mask, write_png
+from sinet_plus.processes import DiesWithParent
 from sinet_plus.stage import ERROR_REASON, Outcome, StageSummary, claim_folder, run_stage
 from sinet_plus.torch_utils import pick_device
 
@@ -291,7 +292,7 @@ def run_local(labeler: Labeler, items: Sequence[tuple[str, PhotoItem]], options:
     on batch k+1 while a second thread computes signals and writes the files of batch k (cv2, NumPy, zlib and
     torch release the GIL), so the model rarely waits."""
     loader = DataLoader(_PhotoDataset(items, options), batch_size=options.batch_size, num_workers=options.workers,
-                        collate_fn=_as_list, worker_init_fn=_single_thread_worker,
+                        collate_fn=_as_list, worker_init_fn=DiesWithParent(_single_thread_worker),
                         prefetch_factor=4 if options.workers else None)
     with ThreadPoolExecutor(max_workers=1) as pool:
         finishing: Future | None = None
@@ -307,7 +308,7 @@ def run_local(labeler: Labeler, items: Sequence[tuple[str, PhotoItem]], options:
 
 def run_on_ray(teacher: str | os.PathLike, out_dir: str | os.PathLike, items: Sequence[tuple[str, PhotoItem]],
                options: LabelOptions) -> Iterator[Outcome]:
-    """The Ray engine (:mod:`pipeline.teacher.ray_engine`) with this stage's halves: ``options.workers`` loading
+    """The Ray engine (:func:`pipeline.ray_engine.run_ray`) with this stage's halves: ``options.workers`` loading
     actors run :func:`load_photo`, ``options.actors`` model actors each hold a :class:`Labeler`.
 
     Args:
@@ -316,7 +317,7 @@ def run_on_ray(teacher: str | os.PathLike, out_dir: str | os.PathLike, items: Se
         items: pending ``(key, item)`` pairs.
         options: see :class:`LabelOptions`.
     """
-    from pipeline.teacher.ray_engine import run_ray
+    from pipeline.ray_engine import run_ray
 
     load = functools.partial(load_photo, faces=options.faces)
     make_labeler = functools.partial(Labeler, str(teacher), str(out_dir), options)

@@ -54,7 +54,7 @@ def components(mask: np.ndarray, min_share: float = MIN_COMPONENT_SHARE) -> int:
     return int((areas >= max(1.0, min_share * areas.sum())).sum()) if len(areas) else 0
 
 
-def boundary_band(mask: np.ndarray, width: int | None = None) -> np.ndarray:
+def outline_band(mask: np.ndarray, width: int | None = None) -> np.ndarray:
     """Pixels within ``width`` of the mask's outline (default 1% of the image diagonal, at least 2 px)."""
     if width is None:
         width = max(2, round(0.01 * math.hypot(*mask.shape)))
@@ -65,7 +65,7 @@ def boundary_band(mask: np.ndarray, width: int | None = None) -> np.ndarray:
 
 def boundary_sharpness(prob: np.ndarray, mask: np.ndarray) -> float:
     """Mean of ``max(p, 1 - p)`` on the outline band: low = blurry edges; NaN when the mask has no outline."""
-    band = boundary_band(mask)
+    band = outline_band(mask)
     return float(np.maximum(prob[band], 1 - prob[band]).mean()) if band.any() else float("nan")
 
 

@@ -15,8 +15,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import albumentations as A
 import cv2
 import numpy as np
 import torch
@@ -32,8 +32,12 @@ from sinet_plus import manifest as mf
 from sinet_plus.errors import UserError
 from sinet_plus.files import file_hash
 from sinet_plus.imageio import IGNORE, ImageReadError, read_image, read_mask, read_pair
+from sinet_plus.processes import DiesWithParent
 from sinet_plus.stage import console
 from sinet_plus.torch_utils import autocast, pick_device, seed_everything
+
+if TYPE_CHECKING:
+    import albumentations as A
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +121,8 @@ def data_hash(rows: mf.Manifest) -> str:
 
 def train_augmentation(input_size: int) -> A.Compose:
     """Long side to ``input_size``, pad to a square (unknown mask), mirror, scale/shift/rotate, colour."""
+    import albumentations as A  # here, not at the top: `pipeline --help` reads TrainOptions without loading it
+
     return A.Compose([
         A.LongestMaxSize(max_size=input_size),
         A.PadIfNeeded(min_height=input_size, min_width=input_size, border_mode=cv2.BORDER_CONSTANT,
@@ -200,7 +206,7 @@ def score_teacher(predictor: Predictor, rows: mf.Manifest, long_side: int, batch
         workers: DataLoader processes reading the photos.
     """
     loader = DataLoader(_ValPhotos(rows, long_side), batch_size=batch_size, num_workers=workers,
-                        collate_fn=_columns)
+                        collate_fn=_columns, worker_init_fn=DiesWithParent())
     ious = []
     for resized, sizes, masks in loader:
         for prediction, mask in zip(predictor.predict(resized, sizes, mirror=False), masks):
@@ -248,7 +254,7 @@ def train_teacher(options: TrainOptions) -> dict:
     rows_hash = data_hash(mf.concat([train_rows, val_rows], root=train_rows.root))
     loader = DataLoader(MaskDataset(train_rows, train_augmentation(config.input_size), config),
                         batch_size=options.batch_size, shuffle=True, drop_last=len(train_rows) > options.batch_size,
-                        num_workers=options.workers, collate_fn=collate_readable,
+                        num_workers=options.workers, collate_fn=collate_readable, worker_init_fn=DiesWithParent(),
                         persistent_workers=options.workers > 0, pin_memory=device.type == "cuda")
     total_steps = max(1, options.epochs * len(loader))
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=1e-4)

@@ -44,6 +44,7 @@ from sinet.training.steps import (
 from sinet.transforms import train_transform
 from sinet_plus.errors import PathError, UserError
 from sinet_plus.files import write_text_atomic
+from sinet_plus.processes import DiesWithParent
 from sinet_plus.torch_utils import pick_device
 
 console = Console(stderr=True)
@@ -209,7 +210,8 @@ class Trainer:
         sampler = EpochSampler(len(self.train_set), config.seed, stage, epoch, start=state.step * batch,
                                rank=self.dist.rank, world_size=self.dist.world_size, epoch_size=config.epoch_size)
         loader = DataLoader(self.train_set, batch_size=batch, sampler=sampler,
-                            num_workers=auto_workers(self.device, config.workers), worker_init_fn=init_worker,
+                            num_workers=auto_workers(self.device, config.workers),
+                            worker_init_fn=DiesWithParent(init_worker),
                             pin_memory=self.device.type == "cuda", persistent_workers=False)
         self.model.train()
         steps = state.step + len(loader)

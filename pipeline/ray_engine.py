@@ -1,12 +1,16 @@
-"""The Ray engine: the two per-item halves of a labelling stage as a Ray Data pipeline.
+"""Per-item stages on Ray Data: the counterpart of :func:`sinet_plus.stage.map_items` for a cluster, in two shapes.
 
-``from_items`` → ``map_batches(_Loader)`` (actors that call ``load`` on each item: read the photo, run MTCNN) →
-``map_batches(_Model)`` (an actor pool, each actor holding one labeller built by ``make_labeler``, GPUs per actor
-where there are any) → outcomes streamed back to the driver, which journals them through ``run_stage``. The halves
-are handed in (for ``pipeline pseudo-label``: :func:`~pipeline.teacher.pseudo_label.load_photo` and
-:class:`~pipeline.teacher.pseudo_label.Labeler`), so this module knows nothing of what is labelled. Loaded photos
-travel between stages pickled (ragged arrays of different sizes). Ray is started locally when no cluster is
-running (:func:`start_local_ray`); call ``ray.init(address=...)`` first to use one.
+* :func:`map_on_ray` — one stage: ``from_items`` → ``map_batches(_Mapper)`` (an actor pool; each actor runs the
+  ``initializer`` once, e.g. loading MTCNN, then the per-item ``process`` under the stage runner's guard). What
+  ``crop-baidu --engine ray`` runs.
+* :func:`run_ray` — two halves: ``map_batches(_Loader)`` (actors that call ``load`` on each item: read the photo,
+  run MTCNN) → ``map_batches(_Model)`` (an actor pool, each actor holding one labeller built by
+  ``make_labeler``, GPUs per actor where there are any). What ``pseudo-label --engine ray`` runs.
+
+Outcomes stream back to the driver, which journals them through ``run_stage``; the work is handed in, so this
+module knows nothing of what is cropped or labelled. Items and loaded photos travel pickled (ragged arrays of
+different sizes). Ray is started locally when no cluster is running (:func:`start_local_ray`); call
+``ray.init(address=...)`` first to use one (its nodes must see the photos and the output folder).
 """
 
 from __future__ import annotations
@@ -18,7 +22,20 @@ from typing import Any
 
 import numpy as np
 
-from sinet_plus.stage import Outcome
+from sinet_plus.stage import Outcome, guarded
+
+
+class _Mapper:
+    """Ray actor: the stage's ``initializer`` once, then ``process`` per item (a failing item becomes its skip)."""
+
+    def __init__(self, process: Callable[[Any], Outcome], initializer: Callable[..., None] | None, initargs: tuple):
+        if initializer is not None:
+            initializer(*initargs)
+        self.process = process
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outcomes = [guarded(self.process, key, pickle.loads(item)) for key, item in zip(batch["key"], batch["item"])]
+        return {"outcome": np.array([outcome.to_json() for outcome in outcomes], dtype=object)}
 
 
 class _Loader:
@@ -61,6 +78,39 @@ def start_local_ray(num_cpus: int | None = None) -> None:
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
 
 
+def _dataset(items: Sequence[tuple[str, Any]], batch_size: int):
+    """The pending items as a Ray dataset of pickled payloads, started Ray included."""
+    import ray
+
+    if not ray.is_initialized():
+        start_local_ray()
+    return ray.data.from_items([{"key": key, "item": pickle.dumps(item)} for key, item in items],
+                               override_num_blocks=max(1, min(len(items) // max(1, batch_size), 64)))
+
+
+def map_on_ray(process: Callable[[Any], Outcome], items: Sequence[tuple[str, Any]], actors: int = 1,
+               initializer: Callable[..., None] | None = None, initargs: tuple = (), batch_size: int = 4
+               ) -> Iterator[Outcome]:
+    """Yield one outcome per item, ``process(payload)`` run by ``actors`` Ray actors (one CPU each).
+
+    Args:
+        process: the per-item function (a picklable top-level function, as for ``map_items``).
+        items: pending ``(key, payload)`` pairs (picklable).
+        actors: actors (at most the cluster's CPUs).
+        initializer: run once per actor with ``initargs`` before its first item (e.g. load a model).
+        initargs: its arguments.
+        batch_size: items per actor call.
+    """
+    import ray
+
+    dataset = _dataset(items, batch_size)
+    actors = max(1, min(actors, int(ray.cluster_resources().get("CPU", 1))))
+    mapped = dataset.map_batches(_Mapper, fn_constructor_args=(process, initializer, initargs), batch_size=batch_size,
+                                 batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
+    for row in mapped.iter_rows():
+        yield Outcome.from_json(row["outcome"])
+
+
 def run_ray(items: Sequence[tuple[str, Any]], load: Callable[[str, Any], Any],
             make_labeler: Callable[[], Callable[[list], list[Outcome]]], batch_size: int, loaders: int,
             actors: int = 1, gpus_per_actor: float | None = None) -> Iterator[Outcome]:
@@ -80,16 +130,13 @@ def run_ray(items: Sequence[tuple[str, Any]], load: Callable[[str, Any], Any],
     """
     import ray
 
-    if not ray.is_initialized():
-        start_local_ray()
+    dataset = _dataset(items, batch_size)
     resources = ray.cluster_resources()
     if gpus_per_actor is None:
         gpus_per_actor = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
     # Every actor takes one CPU; asking for more than the cluster has leaves Ray Data waiting for actors that
     # cannot start, which delays the first outcome by minutes.
     loaders = max(1, min(loaders, int(resources.get("CPU", 1)) - actors))
-    dataset = ray.data.from_items([{"key": key, "item": pickle.dumps(item)} for key, item in items],
-                                  override_num_blocks=max(1, min(len(items) // max(1, batch_size), 64)))
     loaded = dataset.map_batches(_Loader, fn_constructor_args=(load,), batch_size=batch_size,
                                  batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=loaders),
                                  num_cpus=1)

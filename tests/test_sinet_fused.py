@@ -1,5 +1,6 @@
-"""SINet's fused inference graph: same logits as the modules as trained and as the authors' module, the model left
-alone, rebuilt when weights change, and an ONNX graph without the operations that break ONNX Runtime's layout."""
+"""SINet's fused inference graph: same logits as the modules as trained and as the authors' module, the official
+score on EG1800 val, the model left alone, rebuilt when weights change, and an ONNX graph without the operations
+that break ONNX Runtime's layout."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ import torch
 from torch import nn
 
 from sinet import SINet, SINetEncoder
+from pipeline.importers import import_eg1800
 from sinet.checkpoint import load_model
+from sinet.data import manifest_samples
+from sinet.evaluate import evaluate
 from sinet.export import export_onnx, onnx_session, parity
 from sinet.fused import FusedSINet, fuse
 from sinet.preprocess import IMAGENET
 from sinet.reference import ReferenceUnavailable, official_model
+from sinet_plus import manifest as mf
 from sinet_plus.imageio import read_image
 
 PHOTOS = ("00002", "00004", "00007", "00010")
@@ -112,3 +117,22 @@ def test_logits_equal_the_authors_module_on_real_photos(official_reference, offi
     path = export_onnx(model, preprocessing, tmp_path / "official.onnx")
     exported = onnx_session(path).run(None, {"image": batch.numpy()})[0]
     assert np.abs(exported - theirs.numpy()).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_official_weights_score_94_89_on_eg1800_val_through_the_fused_graph(official_weights, eg1800_dir, tmp_path):
+    """The authors' weights through our code, as `sinet eval` runs them, give the authors' figure on all of val."""
+    manifest = tmp_path / "eg1800.csv"
+    mf.write_manifest(mf.select(import_eg1800(eg1800_dir, manifest).manifest, split="val"), manifest)
+    model, preprocessing, _ = load_model(official_weights)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as `sinet eval` runs (--threads 1), and subnormals flushed as the CLI does
+    torch.set_flush_denormal(True)
+    try:
+        report = evaluate(model, preprocessing, manifest_samples([manifest], "val"))
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)
+    assert isinstance(model.__dict__["_inference_graph"][2], FusedSINet)  # eval ran the fused graph
+    assert report["images"] == 132 and not report["skipped"]
+    assert round(report["iou"], 2) == 94.89 and round(report["boundary_f1"], 2) == 88.90

@@ -20,7 +20,7 @@ instead of reordering around each of the 39 PReLUs (whose CPU kernel is also unv
 
 The fused module is for inference only (its parameters are detached copies): the model's state-dict and
 training forward are untouched. :class:`sinet.model.SINet` runs through one by itself in eval mode when no
-gradient is recorded (:func:`inference_graph`).
+gradient is recorded (:func:`inference_graph`). The weight arithmetic is in :mod:`sinet.folding`.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from sinet.blocks import ConvBNPReLU, DSConvSE, S2Block, S2Module, encoder_features, upsample
+from sinet.folding import biased_conv, bn_affine, permute_channels, scale_output, shuffle_order
 
 CHANNELS_LAST = torch.channels_last
 
@@ -89,66 +89,6 @@ class Pointwise(nn.Conv2d):
         if exporting() or not x.is_contiguous(memory_format=CHANNELS_LAST):
             return super().forward(x)
         return F.linear(x.permute(0, 2, 3, 1), self.weight[:, :, 0, 0], self.bias).permute(0, 3, 1, 2)
-
-
-def bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(scale, shift)`` of an eval-mode BatchNorm: ``bn(x) = scale * x + shift`` per channel.
-
-    Args:
-        bn: the BatchNorm (its running statistics are used).
-    """
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    return scale, bn.bias - bn.running_mean * scale
-
-
-def biased_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None) -> nn.Conv2d:
-    """An eval-mode copy of ``conv`` with a bias, with ``bn`` (applied after it) folded in when given.
-
-    Args:
-        conv: the convolution.
-        bn: the BatchNorm following it, or None.
-    """
-    conv = copy.deepcopy(conv).eval()
-    if bn is not None:
-        return fuse_conv_bn_eval(conv, bn)
-    if conv.bias is None:
-        conv.bias = nn.Parameter(conv.weight.new_zeros(conv.out_channels))
-    return conv
-
-
-def scale_output(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> nn.Conv2d:
-    """Fold ``scale * y + shift`` per output channel of the biased ``conv`` into its weights (in place).
-
-    Args:
-        conv: a biased convolution.
-        scale: per-output-channel factors.
-        shift: per-output-channel offsets.
-    """
-    conv.weight.data = conv.weight.data * scale.view(-1, 1, 1, 1)
-    conv.bias.data = conv.bias.data * scale + shift
-    return conv
-
-
-def permute_channels(module: nn.Module, order: torch.Tensor) -> nn.Module:
-    """Reorder the per-channel parameters of a depthwise convolution or a PReLU (in place).
-
-    Args:
-        module: depthwise ``nn.Conv2d`` (one filter per channel, with a bias) or PReLU.
-        order: new channel index → old channel index.
-    """
-    for parameter in module.parameters():
-        parameter.data = parameter.data[order]
-    return module
-
-
-def shuffle_order(channels: int, groups: int = 2) -> torch.Tensor:
-    """Where each channel of a tensor lands after :func:`sinet.blocks.channel_shuffle` (its new index).
-
-    Args:
-        channels: number of channels shuffled.
-        groups: number of groups interleaved.
-    """
-    return torch.arange(channels).view(channels // groups, groups).t().reshape(-1)
 
 
 class FusedS2Branch(nn.Module):

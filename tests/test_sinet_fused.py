@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from sinet import SINet, SINetEncoder
 from pipeline.importers import import_eg1800
+from sinet import SINet, SINetEncoder
 from sinet.checkpoint import load_model
 from sinet.data import manifest_samples
 from sinet.evaluate import evaluate

@@ -225,8 +225,8 @@ def load_config(path: str | os.PathLike, auto_accept: float | str | None = None,
     config.init = _expand(sinet["init"], folder) if "init" in sinet else None
     config.base_options = dict(sinet["base"]) if "base" in sinet else None
     config.arms = {str(name): list(sources) for name, sources in sinet.get("arms", {}).items()}
-    config.seeds = [int(seed) for seed in sinet.get("seeds", [0])]
-    config.parallel = int(sinet.get("parallel", 2))
+    config.seeds = [int(seed) for seed in sinet.get("seeds", config.seeds)]
+    config.parallel = int(sinet.get("parallel", config.parallel))
     check(config)
     return config
 

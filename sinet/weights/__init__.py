@@ -11,5 +11,5 @@ SINET_EG1800 = FOLDER / "sinet-eg1800.pt"
 """SINet trained on EG1800 train alone: the common start of the SINet+ experiment."""
 SINET = SINET_EG1800
 """The best SINet trained here (the default of the ``sinet`` commands)."""
-TEACHER = FOLDER / "teacher-mnv3s.pt"
+TEACHER = FOLDER / "teacher.pt"
 """The best teacher trained here (a DeepLabV3+ checkpoint or an ensemble file)."""

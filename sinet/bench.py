@@ -1,25 +1,28 @@
-"""``sinet bench``: parameters, MACs and batch-1 CPU latency of SINet's inference forms against LR-ASPP.
+"""``sinet bench``: parameters, MACs and batch-1 CPU latency of SINet's inference forms against the authors' own
+module and LR-ASPP, and training-step speed against the authors' module.
 
 Contenders (all at batch 1, 224×224, the same thread count, subnormal floats flushed for all):
+- ``official eager`` — the authors' ``Dnc_SINet`` (:mod:`sinet.reference`, imported from ``../shared``; left
+  out with the reason when absent), random weights, eager;
+- ``official onnxruntime`` — that module exported by :func:`sinet.export.export_onnx` with the same settings
+  as ours (TorchScript exporter, opset 17, static batch) in the same onnxruntime session options;
+- ``sinet eager`` — our model as loaded, in eval mode under ``torch.inference_mode()``: it runs its fused graph
+  (:mod:`sinet.fused`);
+- ``sinet unfused`` — the modules as trained (``SINet.logits``: BatchNorms and channel shuffle present);
+- ``sinet torchscript`` — the fused graph traced, ``torch.jit.freeze`` + ``optimize_for_inference``;
+- ``sinet compile`` — the fused graph through ``torch.compile`` with inductor's weight freezing and C++ wrapper
+  (needs a C++ compiler; optional): freezing pre-packs the convolution weights for oneDNN and the C++ wrapper
+  removes the Python call per kernel;
+- ``sinet onnxruntime`` — our ONNX export (the fused graph) in onnxruntime with all graph optimisations;
+- ``sinet openvino`` — the same file in OpenVINO (fp32, latency hint), when ``openvino`` is installed;
+  ``sinet openvino bf16`` too on CPUs with native bf16 (AMX / AVX512-BF16), see
+  :func:`sinet.export.openvino_request`;
 - ``lraspp`` — torchvision ``lraspp_mobilenet_v3_large(num_classes=2)``, random weights, eager: the peer.
-- ``sinet eager`` — our module as trained (it keeps itself in the channels-last layout, see :mod:`sinet.model`).
-- ``sinet folded`` — BatchNorm folded into the convolutions (:func:`sinet.export.fold_batchnorm`).
-- ``sinet torchscript`` — folded, traced, ``torch.jit.freeze`` + ``optimize_for_inference``.
-- ``sinet compile`` — folded, ``torch.compile`` with inductor's weight freezing and C++ wrapper (needs a C++
-  compiler; optional). Freezing pre-packs the convolution weights for oneDNN and the C++ wrapper removes the
-  Python call per kernel: 4.2 ms against 5.1 ms for a plain ``torch.compile`` here.
-- ``sinet onnxruntime`` — the ONNX export in onnxruntime with all graph optimisations.
-- ``sinet openvino`` — the same ONNX file in OpenVINO (fp32, latency hint), when ``openvino`` is installed;
-  ``sinet openvino bf16`` too on CPUs with native bf16 (AMX / AVX512-BF16): same val IoU, see
-  :func:`sinet.export.openvino_request`.
 
 Timing: rounds interleave the contenders in a shuffled order; a round runs each contender ``runs`` times and
 keeps the median; the figure is the median over rounds, so a burst of load from elsewhere hits all contenders
 alike. Ratios are speed ratios (>1 = faster than the reference). MACs count convolutions and linear layers only
 (forward hooks), like the authors' counter.
-
-Training throughput belongs to :mod:`sinet.training_bench`: ``training_throughput(manifest, stage, threads=...)``
-gives images/s of one stage on real photos; the report carries both stages under ``"training"``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import random
 import statistics
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,14 +40,16 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from sinet.export import export_onnx, fold_batchnorm, onnx_session, openvino_request, openvino_supports
+from sinet.bench_forms import lraspp, official_forms, sinet_forms
 from sinet.model import SINet
-from sinet.preprocess import IMAGENET, Preprocessing
+from sinet.reference import ReferenceUnavailable, official_model
+from sinet.training_bench import training_contenders, training_speed, training_throughput
 
 console = Console(stderr=True)
 SIZE = (224, 224)
+TRAINING_BATCH, TRAINING_STEPS = 24, 2
 RUNTIME_FORMS = ("sinet onnxruntime", "sinet openvino", "sinet openvino bf16")
-"""Contenders that run the ONNX export outside torch; the others are torch forms."""
+"""Our contenders that run the ONNX export outside torch; the other ``sinet`` ones are torch forms."""
 
 
 def count_params(model: nn.Module) -> int:
@@ -78,68 +82,13 @@ def count_macs(model: nn.Module, size: tuple[int, int] = SIZE) -> int:
 
     handles = [m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
     handles += [m.register_forward_hook(linear_hook) for m in model.modules() if isinstance(m, nn.Linear)]
+    forward = getattr(model.eval(), "logits", model)  # SINet's own modules, not its fused graph
     try:
-        model.eval()(torch.zeros(1, 3, *size))
+        forward(torch.zeros(1, 3, *size))
     finally:
         for handle in handles:
             handle.remove()
     return total
-
-
-def lraspp() -> nn.Module:
-    """The peer: torchvision LR-ASPP MobileNetV3-Large, 2 classes, random weights (no download)."""
-    from torchvision.models.segmentation import lraspp_mobilenet_v3_large
-
-    return lraspp_mobilenet_v3_large(num_classes=2, weights=None, weights_backbone=None).eval()
-
-
-def _eager(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
-    return lambda: model(x)
-
-
-def sinet_forms(model: nn.Module, preprocessing: Preprocessing, threads: int, workdir: Path,
-                compile_model: bool, spinning: bool) -> dict[str, Callable[[], object]]:
-    """Callables running one batch-1 forward pass of each SINet inference form.
-
-    Args:
-        model: SINet in eval mode.
-        preprocessing: stored in the ONNX export.
-        threads: onnxruntime intra-op threads.
-        workdir: where the temporary ONNX file goes.
-        compile_model: include ``torch.compile`` (slow to build; needs a C++ compiler).
-        spinning: let idle onnxruntime threads spin (match OpenMP's wait policy).
-    """
-    x = torch.randn(1, 3, *SIZE)
-    folded = fold_batchnorm(model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated but still a contender here
-        scripted = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(folded, x)))
-    forms = {"sinet eager": _eager(model, x), "sinet folded": _eager(folded, x),
-             "sinet torchscript": _eager(scripted, x)}
-    if compile_model:
-        from torch._inductor import config as inductor_config
-
-        compiled = torch.compile(fold_batchnorm(model))
-        try:
-            with torch.inference_mode(), inductor_config.patch(freezing=True, cpp_wrapper=True):
-                compiled(x)  # builds now, so a missing C++ compiler drops this contender instead of the bench
-            forms["sinet compile"] = _eager(compiled, x)
-        except Exception as error:  # inductor raises many types (compiler missing, codegen failure)
-            console.print(f"[yellow]torch.compile unavailable, left out:[/] {type(error).__name__}: {error}")
-    onnx_file = export_onnx(model, preprocessing, workdir / "sinet.onnx", dynamic_batch=False)
-    session = onnx_session(onnx_file, threads, spinning)
-    feed = {session.get_inputs()[0].name: x.numpy()}
-    forms["sinet onnxruntime"] = lambda: session.run(None, feed)
-    try:
-        requests = {"sinet openvino": openvino_request(onnx_file, threads)}
-        if openvino_supports("bf16"):
-            requests["sinet openvino bf16"] = openvino_request(onnx_file, threads, "bf16")
-    except ImportError:
-        console.print("[yellow]openvino is not installed (pip install 'sinet-plus[export]'): left out[/]")
-    else:
-        for name, request in requests.items():
-            forms[name] = lambda request=request: request.infer({0: x.numpy()})
-    return forms
 
 
 def interleaved_latency(contenders: dict[str, Callable[[], object]], rounds: int, runs: int,
@@ -175,24 +124,6 @@ def interleaved_latency(contenders: dict[str, Callable[[], object]], rounds: int
     return {name: 1000 * statistics.median(values) for name, values in samples.items()}
 
 
-def training_report(manifest: str | os.PathLike | None, threads: int) -> dict:
-    """Training images/s of both stages from :func:`sinet.training_bench.training_throughput` (real photos, real
-    loader).
-
-    Args:
-        manifest: manifest whose train split supplies the photos (None = skip).
-        threads: torch threads of the training step.
-    """
-    if manifest is None:
-        return {"status": "skipped: no --manifest given"}
-    try:
-        from sinet.training_bench import training_throughput
-    except ImportError:
-        return {"status": "absent: sinet.training_bench defines no training_throughput"}
-    return {f"stage{stage}": {"images_per_second": training_throughput(manifest, stage, threads=threads)}
-            for stage in (1, 2)}
-
-
 def cpu_name() -> str:
     """The CPU model from /proc/cpuinfo (Linux), else what ``platform`` knows."""
     try:
@@ -206,18 +137,21 @@ def cpu_name() -> str:
 
 def run_bench(model: nn.Module | None = None, threads: int = 2, rounds: int = 30, runs: int = 10,
               budget_seconds: float = 180.0, compile_model: bool = True,
-              training_manifest: str | os.PathLike | None = None, spinning: bool = False) -> dict:
+              training_rounds: int = 3, training_manifest: str | os.PathLike | None = None,
+              spinning: bool = False) -> dict:
     """Measure everything ``sinet bench`` reports.
 
     Args:
         model: SINet to time (default: random initialisation; latency does not depend on the weights once
             subnormals are flushed).
-        threads: torch and onnxruntime threads.
+        threads: torch, onnxruntime and OpenVINO threads.
         rounds: maximum interleaved rounds.
         runs: forward passes per contender per round.
         budget_seconds: time budget of the latency rounds.
-        compile_model: include ``torch.compile``.
-        training_manifest: manifest for the training throughput of both stages (None = skip it).
+        compile_model: include ``torch.compile`` (inference and training).
+        training_rounds: interleaved rounds of training steps.
+        training_manifest: manifest whose train photos feed a real-data training throughput of both stages
+            (:func:`sinet.training_bench.training_throughput`; None: left out).
         spinning: onnxruntime idle threads spin; set it to match ``OMP_WAIT_POLICY`` (which must be set before
             torch loads, so the ``sinet bench`` command sets it).
     """
@@ -226,21 +160,55 @@ def run_bench(model: nn.Module | None = None, threads: int = 2, rounds: int = 30
     model = (model or SINet()).eval()
     peer = lraspp()
     x = torch.randn(1, 3, *SIZE)
+    skipped = {}
+    try:
+        official = official_model()
+    except ReferenceUnavailable as error:
+        official, skipped["official"] = None, str(error)
+        console.print(f"[yellow]the authors' module is left out:[/] {error}")
     console.print("building the inference forms (tracing, ONNX export, torch.compile) ...")
     with tempfile.TemporaryDirectory() as workdir:
-        contenders = sinet_forms(model, IMAGENET, threads, Path(workdir), compile_model, spinning)
-        contenders["lraspp"] = _eager(peer, x)
+        contenders = sinet_forms(model, x, threads, Path(workdir), compile_model, spinning)
+        if official is not None:
+            contenders.update(official_forms(official, x, threads, Path(workdir), spinning))
+        contenders["lraspp"] = lambda: peer(x)
         console.print(f"timing {len(contenders)} contenders, up to {rounds} rounds x {runs} runs ...")
         latency = interleaved_latency(contenders, rounds, runs, budget_seconds)
+    console.print(f"training steps at batch {TRAINING_BATCH} (compiling first) ...")
+    training_forms = training_speed(training_contenders(official, TRAINING_BATCH, SIZE, compile_model),
+                                    TRAINING_BATCH, training_rounds, TRAINING_STEPS)
+    ours_training = {name: speed for name, speed in training_forms.items() if name.startswith("sinet")}
+    fastest_training = max(ours_training, key=ours_training.get)
+    training = {"sinet": training_forms["sinet eager"], "sinet fastest": training_forms[fastest_training]}
+    if official is not None:
+        training["official"] = training_forms["official"]
+    real_photos = {}
+    if training_manifest is not None:
+        real_photos = {f"stage{stage}": training_throughput(training_manifest, stage, threads=threads)
+                       for stage in (1, 2)}
     sizes = {"sinet": (count_params(model), count_macs(model)), "lraspp": (count_params(peer), count_macs(peer))}
-    forms = {name: ms for name, ms in latency.items() if name.startswith("sinet") and name != "sinet eager"}
-    torch_forms = {name: ms for name, ms in forms.items() if name not in RUNTIME_FORMS}
-    fastest, fastest_torch = min(forms, key=forms.get), min(torch_forms, key=torch_forms.get)
+    if official is not None:
+        sizes["official"] = (count_params(official), count_macs(official))
     rows = {}
     for name, ms in latency.items():
-        params, macs = sizes["lraspp" if name == "lraspp" else "sinet"]
+        params, macs = sizes[name.split()[0]]
         rows[name] = {"ms": ms, "fps": 1000 / ms, "params": params, "mmacs": macs / 1e6,
                       "vs_lraspp": latency["lraspp"] / ms, "vs_sinet_eager": latency["sinet eager"] / ms}
+    ours = {name: ms for name, ms in latency.items() if name.startswith("sinet")}
+    fp32 = {name: ms for name, ms in ours.items() if not name.endswith("bf16")}
+    torch_forms = {name: ms for name, ms in ours.items() if name not in RUNTIME_FORMS}
+    fastest = min(ours, key=ours.get)
+    fastest_fp32, fastest_torch = min(fp32, key=fp32.get), min(torch_forms, key=torch_forms.get)
+    ratios = {"sinet_eager_vs_lraspp": rows["sinet eager"]["vs_lraspp"],
+              "fastest_vs_sinet_eager": rows[fastest]["vs_sinet_eager"],
+              "fastest_torch_vs_sinet_eager": rows[fastest_torch]["vs_sinet_eager"],
+              "onnxruntime_vs_sinet_eager": rows["sinet onnxruntime"]["vs_sinet_eager"],
+              "fastest_fps": rows[fastest]["fps"], "fastest_fp32_fps": rows[fastest_fp32]["fps"]}
+    if official is not None:
+        ratios["sinet_eager_vs_official_eager"] = latency["official eager"] / latency["sinet eager"]
+        ratios["sinet_onnxruntime_vs_official_onnxruntime"] = (latency["official onnxruntime"]
+                                                               / latency["sinet onnxruntime"])
+        ratios["training_sinet_fastest_vs_official"] = training["sinet fastest"] / training["official"]
     return {
         "conditions": {"batch": 1, "size": list(SIZE), "threads": threads, "torch": torch.__version__,
                        "cpu": cpu_name(), "cpus": os.cpu_count(),
@@ -251,11 +219,14 @@ def run_bench(model: nn.Module | None = None, threads: int = 2, rounds: int = 30
         "lraspp_params": sizes["lraspp"][0], "lraspp_mmacs": sizes["lraspp"][1] / 1e6,
         "latency": rows,
         "fastest_form": fastest,
+        "fastest_fp32_form": fastest_fp32,
         "fastest_torch_form": fastest_torch,
-        "ratios": {"sinet_eager_vs_lraspp": rows["sinet eager"]["vs_lraspp"],
-                   "fastest_vs_sinet_eager": rows[fastest]["vs_sinet_eager"],
-                   "fastest_torch_vs_sinet_eager": rows[fastest_torch]["vs_sinet_eager"],
-                   "onnxruntime_vs_sinet_eager": rows["sinet onnxruntime"]["vs_sinet_eager"],
-                   "fastest_fps": rows[fastest]["fps"]},
-        "training": training_report(training_manifest, threads),
+        "ratios": ratios,
+        "training": training,
+        "training_forms": training_forms,
+        "training_fastest_form": fastest_training,
+        "training_conditions": {"batch": TRAINING_BATCH, "size": list(SIZE), "steps": TRAINING_STEPS,
+                                "rounds": training_rounds, "stage": 2, "inputs": "random tensors"},
+        "training_real_photos": real_photos,
+        "skipped": skipped,
     }

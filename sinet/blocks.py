@@ -214,3 +214,25 @@ class S2Module(nn.Module):
         if self.residual:
             out = out + x
         return self.BR(out)
+
+
+def encoder_features(encoder: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SINet's encoder wiring, shared by :class:`sinet.model.SINetEncoder` and its fused graph.
+
+    ``encoder`` has the authors' attribute names: ``level1``, ``level2_0``, ``level2``, ``BR2``, ``level3_0``,
+    ``level3``, ``BR3``, ``classifier``. Returns ``(logits at 1/8, output of the last level-2 module at 1/4)``.
+
+    Args:
+        encoder: the encoder (or its fused graph).
+        x: normalised images ``(N, 3, H, W)``; converted to channels-last on entry.
+    """
+    down2 = encoder.level2_0(encoder.level1(x.contiguous(memory_format=torch.channels_last)))
+    level2 = down2
+    for module in encoder.level2:
+        level2 = module(level2)
+    down3 = encoder.level3_0(encoder.BR2(torch.cat([down2, level2], 1)))
+    level3 = down3
+    for module in encoder.level3:
+        level3 = module(level3)
+    logits = encoder.classifier(encoder.BR3(torch.cat([down3, level3], 1)))
+    return logits, level2

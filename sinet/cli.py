@@ -114,8 +114,9 @@ def train_command(
                                                         "a resumed run keeps its own unless given).")] = TRAIN.threads,
     device: Annotated[str, typer.Option(help="auto (cuda, mps, cpu) or a torch device.")] = TRAIN.device,
     amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = TRAIN.amp,
-    compile: Annotated[bool, typer.Option(help="torch.compile the training step (minutes of compilation for "
-                                               "faster steps; docs/training.md).")] = TRAIN.compile,
+    compile: Annotated[Optional[bool], typer.Option(help="torch.compile the training step (minutes of compilation "
+                                                         "for faster steps; default: in stages long enough to earn "
+                                                         "it back, where it builds).")] = TRAIN.compile,
     checkpoint_every: Annotated[int, typer.Option(help="Also checkpoint every N steps (0 = epoch ends).")
                                 ] = TRAIN.checkpoint_every,
     time_budget: Annotated[Optional[float], typer.Option(help="Minutes for the whole run; E of each stage is "
@@ -220,7 +221,7 @@ def export_command(
     dynamic_batch: Annotated[bool, typer.Option(help="Make the batch dimension dynamic.")] = True,
     tolerance: Annotated[float, typer.Option(help="Largest allowed |torch - onnxruntime| logit difference.")] = 1e-3,
 ) -> None:
-    """Export to ONNX (folded BatchNorm, preprocessing in the metadata) and check parity with onnxruntime."""
+    """Export the fused graph to ONNX (preprocessing in the metadata) and check parity with onnxruntime."""
     from sinet.export import export_onnx, parity
 
     model, preprocessing, _ = _load(weights)
@@ -241,6 +242,7 @@ def bench_command(
     rounds: Annotated[int, typer.Option(help="Interleaved rounds; each contender runs once per round.")] = 30,
     runs: Annotated[int, typer.Option(help="Forward passes per contender per round.")] = 10,
     seconds: Annotated[float, typer.Option(help="Time budget of the latency rounds.")] = 180.0,
+    training_rounds: Annotated[int, typer.Option(help="Interleaved rounds of training steps (batch 24).")] = 3,
     compile_model: Annotated[bool, typer.Option("--compile/--no-compile",
                                                 help="Include torch.compile (needs a C++ compiler).")] = True,
     wait_policy: Annotated[str, typer.Option(help="OpenMP (and onnxruntime) idle threads: 'default' (the "
@@ -248,10 +250,11 @@ def bench_command(
                                                   "'active' spin. 'passive' slows SINet on a quiet machine (a "
                                                   "sleeping thread is woken for each of ~200 small ops), spinning "
                                                   "slows it on a loaded one (docs/sinet.md).")] = "default",
-    manifest: Annotated[Optional[Path], typer.Option(help="Manifest whose train split feeds the training-"
-                                                          "throughput measurement of both stages.")] = None,
+    manifest: Annotated[Optional[Path], typer.Option(help="Manifest whose train split feeds a real-photo "
+                                                          "training throughput of both stages.")] = None,
 ) -> None:
-    """Params, MACs and batch-1 224x224 CPU latency: SINet eager / fastest / ONNX Runtime vs LR-ASPP."""
+    """Params, MACs, batch-1 224x224 CPU latency of SINet's forms and training-step speed, against the authors'
+    module (from ../shared/reference/official) and LR-ASPP."""
     import os
     import sys
 
@@ -265,24 +268,30 @@ def bench_command(
 
     model = _load(weights)[0] if weights else None
     report = run_bench(model, threads=threads, rounds=rounds, runs=runs, budget_seconds=seconds,
-                       compile_model=compile_model, training_manifest=manifest,
+                       compile_model=compile_model, training_rounds=training_rounds, training_manifest=manifest,
                        spinning=wait_policy != "passive")
     table = Table(title=f"batch 1, 224x224, {threads} threads, median of {rounds} interleaved rounds")
     for column in ("contender", "params", "MMACs", "ms", "FPS", "x LR-ASPP", "x SINet eager"):
         table.add_column(column, justify="right")
     for name, row in report["latency"].items():
-        table.add_row(name, f"{row['params']:,}" if row.get("params") else "", f"{row['mmacs']:.2f}"
-                      if row.get("mmacs") else "", f"{row['ms']:.2f}", f"{row['fps']:.0f}",
+        table.add_row(name, f"{row['params']:,}", f"{row['mmacs']:.2f}", f"{row['ms']:.2f}", f"{row['fps']:.0f}",
                       f"{row['vs_lraspp']:.2f}", f"{row['vs_sinet_eager']:.2f}")
     console.print(table)
-    for stage, figures in report["training"].items():
-        console.print(f"training {stage}: {figures}")
+    console.print("training step, batch 24, images/s: " + ", ".join(
+        f"{name} {speed:.1f}" for name, speed in report["training_forms"].items()))
+    for stage, speed in report["training_real_photos"].items():
+        console.print(f"training on real photos, {stage}: {speed:.1f} images/s")
+    for part, reason in report["skipped"].items():
+        Console(stderr=True).print(f"[yellow]left out, {part}:[/] {reason}")
     ratios = report["ratios"]
-    console.print(f"SINet eager = {ratios['sinet_eager_vs_lraspp']:.2f}x LR-ASPP; fastest form "
-                  f"({report['fastest_form']}) = {ratios['fastest_vs_sinet_eager']:.2f}x SINet eager, "
-                  f"{ratios['fastest_fps']:.0f} FPS; fastest torch form ({report['fastest_torch_form']}) = "
-                  f"{ratios['fastest_torch_vs_sinet_eager']:.2f}x; onnxruntime = "
-                  f"{ratios['onnxruntime_vs_sinet_eager']:.2f}x SINet eager. Load average "
-                  f"{report['conditions']['load_average'][0]:.1f} on {report['conditions']['cpus']} CPUs.")
+    summary = [f"SINet eager = {ratios['sinet_eager_vs_lraspp']:.2f}x LR-ASPP",
+               f"fastest form ({report['fastest_form']}) {ratios['fastest_fps']:.0f} FPS, fp32 "
+               f"({report['fastest_fp32_form']}) {ratios['fastest_fp32_fps']:.0f} FPS"]
+    if "sinet_eager_vs_official_eager" in ratios:
+        summary += [f"vs the authors' module: eager {ratios['sinet_eager_vs_official_eager']:.2f}x, onnxruntime "
+                    f"{ratios['sinet_onnxruntime_vs_official_onnxruntime']:.2f}x, training step "
+                    f"({report['training_fastest_form']}) {ratios['training_sinet_fastest_vs_official']:.2f}x"]
+    console.print("; ".join(summary) + f". Load average {report['conditions']['load_average'][0]:.1f} on "
+                  f"{report['conditions']['cpus']} CPUs.")
     if json_out is not None:
         _write_json(json_out, report)

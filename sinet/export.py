@@ -1,15 +1,13 @@
-"""Inference forms of SINet: BatchNorm folding, ONNX export (with the preprocessing in its metadata) and an
-onnxruntime parity check.
+"""Inference forms of SINet: ONNX export of the fused graph (with the preprocessing in its metadata), ONNX Runtime
+and OpenVINO sessions, and a parity check against torch.
 
-BatchNorm folding: every BN that directly follows a convolution becomes that convolution's scale and bias — in
-CBR, in the downsamplers, in both halves of every S2-block (the BN after the bilinear upsampling folds too:
-bilinear weights sum to one, so a per-channel affine map commutes with it). The BR units (BN after a concat or
-a residual sum) and the decoder's BNs after a sum stay.
+The export traces :func:`sinet.fused.fuse` (BatchNorm and channel shuffle folded; PReLU and per-channel scales in
+the forms ONNX Runtime keeps in its blocked layout), so the file holds the graph that runs fastest, not the
+training modules.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import warnings
@@ -18,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from sinet.blocks import ConvBNPReLU, DSConvSE, S2Block
+from sinet.fused import fuse
 from sinet.preprocess import Preprocessing
 from sinet_plus.files import atomic_path
 
@@ -28,26 +25,8 @@ ONNX_INPUT, ONNX_OUTPUT = "image", "logits"
 PREPROCESSING_KEY = "sinet.preprocessing"
 
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``model`` with every conv→BN pair folded into one biased convolution.
-
-    Args:
-        model: a SINet or SINetEncoder (left untouched).
-    """
-    folded = copy.deepcopy(model).eval()
-    for module in folded.modules():
-        if isinstance(module, ConvBNPReLU):
-            module.conv, module.bn = fuse_conv_bn_eval(module.conv, module.bn), nn.Identity()
-        elif isinstance(module, DSConvSE):
-            module.conv[2], module.bn = fuse_conv_bn_eval(module.conv[2], module.bn), nn.Identity()
-        elif isinstance(module, S2Block):
-            module.conv[0], module.conv[1] = fuse_conv_bn_eval(module.conv[0], module.conv[1]), nn.Identity()
-            module.act_conv1x1[1], module.bn = fuse_conv_bn_eval(module.act_conv1x1[1], module.bn), nn.Identity()
-    return folded.to(memory_format=torch.channels_last)  # the fused weights keep SINet's NHWC layout
-
-
 def export_onnx(model: nn.Module, preprocessing: Preprocessing, path: str | os.PathLike, opset: int = 17,
-                dynamic_batch: bool = True, fold: bool = True) -> Path:
+                dynamic_batch: bool = True, fused: bool = True) -> Path:
     """Write ``model`` as ONNX atomically; the preprocessing goes into the metadata as JSON.
 
     Uses the TorchScript exporter (``dynamo=False``); opset >= 11 is needed for align_corners bilinear resizes.
@@ -58,13 +37,14 @@ def export_onnx(model: nn.Module, preprocessing: Preprocessing, path: str | os.P
         path: ``.onnx`` file to write.
         opset: ONNX opset version.
         dynamic_batch: make the batch dimension dynamic (H and W stay at the preprocessing size).
-        fold: fold BatchNorm first (onnxruntime would fold it too; this keeps the graph small).
+        fused: export SINet's fused graph (:func:`sinet.fused.fuse`); False exports ``model`` as it is (how the
+            bench exports the authors' module).
     """
     import onnx
 
     if opset < 11:
         raise ValueError("opset must be >= 11 (bilinear resize with align_corners)")
-    model = fold_batchnorm(model) if fold else model.eval()
+    model = fuse(model) if fused else model.eval()
     example = torch.zeros(1, 3, *preprocessing.size)
     axes = {ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}} if dynamic_batch else None
     with atomic_path(path) as tmp, warnings.catch_warnings():
@@ -81,6 +61,8 @@ def export_onnx(model: nn.Module, preprocessing: Preprocessing, path: str | os.P
 def onnx_session(path: str | os.PathLike, threads: int = 1, spinning: bool = True):
     """An onnxruntime CPU session with all graph optimisations and ``threads`` intra-op threads.
 
+    Subnormal floats are flushed to zero, as torch does for SINet (the official weights produce them).
+
     Args:
         path: ``.onnx`` file.
         threads: intra-op threads (inter-op is 1: the graph is a chain).
@@ -91,6 +73,7 @@ def onnx_session(path: str | os.PathLike, threads: int = 1, spinning: bool = Tru
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.add_session_config_entry("session.set_denormal_as_zero", "1")
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -7,6 +7,11 @@ logits at full resolution). Both take ``(N, 3, H, W)`` with H and W multiples of
 Both keep their weights and activations in the channels-last (NHWC) memory format: it is oneDNN's native layout,
 so none of SINet's 52 small convolutions pays a layout reorder (faster CPU inference: docs/sinet.md). Shapes,
 state-dict keys and values are unchanged; only strides differ, and NCHW inputs are accepted (converted on entry).
+
+In eval mode, when no gradient is recorded (``torch.inference_mode()`` / ``torch.no_grad()``), both run their
+fused inference graph (:mod:`sinet.fused`: BatchNorm and channel shuffle folded into the weights, same logits
+to float rounding), rebuilt whenever a weight changes. Training, and eval mode with autograd on, run the
+modules below as they are.
 """
 
 from __future__ import annotations
@@ -14,19 +19,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sinet.blocks import BNPReLU, Conv, ConvBNPReLU, DSConvSE, S2Module
+from sinet.blocks import BNPReLU, Conv, ConvBNPReLU, DSConvSE, S2Module, encoder_features
 from sinet.decoder import InformationBlockingDecoder
+from sinet.fused import drop_inference_graph, inference_graph
 
 CHANNELS_LAST = torch.channels_last
-
-
-def to_channels_last(x: torch.Tensor) -> torch.Tensor:
-    """Return ``x`` in the NHWC memory format (a no-op when it already is).
-
-    Args:
-        x: tensor ``(N, C, H, W)``.
-    """
-    return x.contiguous(memory_format=CHANNELS_LAST)
 
 # (kernel, pool) of the two S2-blocks of every S2-module: 2 modules at 1/4, 8 at 1/8 (paper Table 2 = code).
 LEVEL2_BLOCKS = (((3, 1), (5, 1)), ((3, 1), (3, 1)))
@@ -35,7 +32,34 @@ LEVEL3_BLOCKS = (((3, 1), (5, 1)), ((3, 1), (3, 1)), ((5, 1), (3, 2)), ((5, 2), 
 STEM_CHANNELS, LEVEL2_IN, LEVEL2_CHANNELS, LEVEL3_CHANNELS = 12, 16, 48, 96
 
 
-class SINetEncoder(nn.Module):
+class FusedInference(nn.Module):
+    """Base of the two SINet models: in eval mode without autograd, ``forward`` runs the fused graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_load_state_dict_post_hook(drop_inference_graph)
+
+    def runs_fused(self) -> bool:
+        """Whether this call should run the fused inference graph: eval mode and no gradient recorded."""
+        return not self.training and not torch.is_grad_enabled()
+
+    def train(self, mode: bool = True):
+        drop_inference_graph(self)
+        return super().train(mode)
+
+    def _apply(self, fn, recurse=True):
+        drop_inference_graph(self)  # .to(), .float(), ... may give the parameters new storage
+        return super()._apply(fn, recurse)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return inference_graph(self)(x) if self.runs_fused() else self.logits(x)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's own forward (the modules as trained)."""
+        raise NotImplementedError
+
+
+class SINetEncoder(FusedInference):
     """SINet encoder with its 1×1 classifier; on its own it is the stage-1 model (output at 1/8).
 
     Args:
@@ -65,22 +89,18 @@ class SINetEncoder(nn.Module):
         Args:
             x: normalised images ``(N, 3, H, W)``.
         """
-        down2 = self.level2_0(self.level1(to_channels_last(x)))
-        level2 = down2
-        for module in self.level2:
-            level2 = module(level2)
-        down3 = self.level3_0(self.BR2(torch.cat([down2, level2], 1)))
-        level3 = down3
-        for module in self.level3:
-            level3 = module(level3)
-        logits = self.classifier(self.BR3(torch.cat([down3, level3], 1)))
-        return logits, level2
+        return encoder_features(self, x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The stage-1 logits at 1/8 through the modules as trained.
+
+        Args:
+            x: normalised images ``(N, 3, H, W)``.
+        """
         return self.features(x)[0]
 
 
-class SINet(nn.Module):
+class SINet(FusedInference):
     """SINet: encoder + information-blocking decoder; logits at the input resolution.
 
     Args:
@@ -94,6 +114,11 @@ class SINet(nn.Module):
         self.decoder = InformationBlockingDecoder(LEVEL2_CHANNELS, num_classes)
         self.to(memory_format=CHANNELS_LAST)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Full-resolution logits through the modules as trained.
+
+        Args:
+            x: normalised images ``(N, 3, H, W)``.
+        """
         coarse, detail = self.encoder.features(x)
         return self.decoder(coarse, detail)

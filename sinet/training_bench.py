@@ -1,12 +1,24 @@
-"""Training throughput on real photos: the training half of ``sinet bench`` and of ``bench/train_throughput.py``."""
+"""Training speed: the training half of ``sinet bench`` and of ``bench/train_throughput.py``.
+
+:func:`training_throughput` times whole steps on real photos through the real DataLoader and augmentation;
+:func:`training_contenders` and :func:`training_speed` time the step alone (one fixed batch) for our model and
+the authors' module side by side, interleaved in one process.
+"""
 
 from __future__ import annotations
 
+import copy
 import math
 import os
+import random
+import statistics
 import time
+from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch import nn
 from torch.utils.data import DataLoader
 
 from sinet.data import EpochSampler, SegmentationDataset, manifest_samples
@@ -19,6 +31,8 @@ from sinet.training.steps import auto_workers, fresh_model, init_worker, train_s
 from sinet.transforms import train_transform
 from sinet_plus.errors import UserError
 from sinet_plus.processes import DiesWithParent
+
+console = Console(stderr=True)
 
 
 def training_throughput(manifest: str | os.PathLike, stage: int, batches: int = 10, workers: int | None = None,
@@ -66,3 +80,74 @@ def training_throughput(manifest: str | os.PathLike, stage: int, batches: int = 
         train_step(model, images_batch, labels, criterion, optimizer, scaler, device)
         images += len(labels)
     return images / (time.perf_counter() - started)
+
+
+def structured_labels(batch: int, size: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    """Random 0/1 masks made of smooth blobs (so the boundary band is as thin as on photos), ``(batch, H, W)``.
+
+    Args:
+        batch: number of masks.
+        size: ``(height, width)``.
+        seed: random seed.
+    """
+    coarse = torch.rand(batch, 1, 7, 7, generator=torch.Generator().manual_seed(seed))
+    return (F.interpolate(coarse, size=size, mode="bilinear") > 0.5).long()[:, 0]
+
+
+def training_contenders(official: nn.Module | None, batch: int, size: tuple[int, int], compile_model: bool
+                        ) -> dict[str, Callable[[], object]]:
+    """One stage-2 training step (forward, boundary-aware loss, backward, Adam) of each model, on the same batch.
+
+    Every contender runs the trainer's own step, loss and optimizer settings; only the model differs.
+
+    Args:
+        official: the authors' module (None: left out).
+        batch: images per step.
+        size: ``(height, width)`` of the images.
+        compile_model: include our model through ``torch.compile`` (compiled here, not timed).
+    """
+    config = TrainConfig(manifests=[], out="")
+    images, labels = torch.randn(batch, 3, *size), structured_labels(batch, size)
+    criterion = BoundaryAwareLoss(config.band(2), config.boundary_weight, class_weights([3, 1]))
+    scaler, device = torch.amp.GradScaler("cpu", enabled=False), torch.device("cpu")
+
+    def step(model: nn.Module) -> Callable[[], object]:
+        optimizer, _ = make_optimizer(model.train(), config, config.epochs(2))
+        return lambda: train_step(model, images, labels, criterion, optimizer, scaler, device)
+
+    contenders = {"sinet eager": step(fresh_model(2, 0))}
+    if official is not None:
+        contenders["official"] = step(copy.deepcopy(official))
+    if compile_model:
+        compiled = step(torch.compile(fresh_model(2, 0), dynamic=False))
+        try:
+            compiled()  # compiles now (a minute or more), so a failure drops this contender instead of the bench
+            contenders["sinet compile"] = compiled
+        except Exception as error:  # inductor raises many types (compiler missing, codegen failure)
+            console.print(f"[yellow]torch.compile unavailable for training, left out:[/] {type(error).__name__}")
+    return contenders
+
+
+def training_speed(contenders: dict[str, Callable[[], object]], batch: int, rounds: int, steps: int
+                   ) -> dict[str, float]:
+    """Images per second of each training contender: median over interleaved rounds of ``steps`` steps.
+
+    Args:
+        contenders: name → callable doing one training step.
+        batch: images per step.
+        rounds: interleaved rounds.
+        steps: timed steps per contender per round (after one untimed warm-up step each).
+    """
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for run in contenders.values():
+        run()
+    order = list(contenders)
+    shuffle = random.Random(0).shuffle
+    for _ in range(rounds):
+        shuffle(order)
+        for name in order:
+            begin = time.perf_counter()
+            for _ in range(steps):
+                contenders[name]()
+            samples[name].append(steps * batch / (time.perf_counter() - begin))
+    return {name: statistics.median(values) for name, values in samples.items()}

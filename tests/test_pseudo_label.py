@@ -111,6 +111,22 @@ def test_rows_with_human_masks_are_checked_not_relabelled(teacher, eg1800_dir, t
     assert not out["auto_accept"].any()  # a bare checkpoint carries no calibrated rule: nothing is auto-accepted
 
 
+def test_machine_made_masks_are_ignored_and_the_rows_labelled_anew(teacher, eg1800_dir, tmp_path):
+    """Crops of the teacher's whole-photo masks (a framing aid) must not be kept as training masks."""
+    source = small_manifest(eg1800_dir, tmp_path / "in" / "small.csv")
+    result = invoke("pseudo-label", source, "--teacher", teacher, "--out", tmp_path / "out", *LABEL, "--no-faces",
+                    "--ignore-masks")
+    assert result.exit_code == 0, result.output
+    written = mf.load(tmp_path / "out" / "manifest.csv", check_files=True)
+    out = written.frame.set_index("id")
+    assert "pseudo/eg1800/00001" in out.index and set(out["source"]) == {"pseudo"}
+    row = out.loc["pseudo/eg1800/00001"]
+    assert written.path(row["mask"]).parent == tmp_path / "out" / "masks"  # the teacher's own mask
+    assert "teacher_agreement" not in out.columns or out["teacher_agreement"].isna().all()
+    again = invoke("pseudo-label", source, "--teacher", teacher, "--out", tmp_path / "out", *LABEL, "--no-faces")
+    assert again.exit_code != 0 and "check_masks" in again.output  # checking into that folder would mix both
+
+
 def test_signals_as_functions_of_the_probability_map():
     crisp = np.zeros((100, 80), np.float32)
     crisp[20:90, 20:60] = 1.0

@@ -19,7 +19,7 @@ from pipeline.review.export import export_manifest
 from pipeline.review.queue import queue_manifests
 from pipeline.review.store import Store
 from pipeline.run.config import RunConfig, load_config
-from pipeline.run.plan import options_argv, plan, review_steps
+from pipeline.run.plan import WHOLE_PHOTO_SIDE, options_argv, plan, review_steps
 from pipeline.run.runner import Runner
 from pipeline.run.step import RunError, Step, WaitingForReview, read_record
 from sinet_plus import manifest as mf
@@ -185,6 +185,11 @@ def test_experiment_arms_share_start_options_and_steps_and_differ_only_in_data()
     assert manifests["crops-pseudo-s1"][-1] == str(config.out / "arms" / "crops-pseudo.csv")
     groups = [step.group for step in trainings]
     assert max(groups.count(g) for g in groups) == config.parallel
+    assert "export" not in steps["eg1800-s0"].after and steps["eg1800-s0"].inputs == []  # the review cannot touch it
+    assert steps["crops-s0"].inputs == [config.out / "arms" / "crops.csv"]  # only its own accepted items
+    masks, labels = steps["unlabeled-masks"].command, steps["unlabeled-label"].command
+    assert masks[masks.index("--long-side") + 1] == str(WHOLE_PHOTO_SIDE)
+    assert "--ignore-masks" in labels and "--ignore-masks" not in steps["fullbody-check"].command
     evaluation = steps["crops-s2-eval"].command
     assert evaluation[evaluation.index("--split") + 1] == "val" and "--rotations" in evaluation
 

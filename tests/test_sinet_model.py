@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +22,7 @@ from sinet.checkpoint import (
     load_model,
     save_checkpoint,
 )
-from sinet.export import export_onnx, fold_batchnorm, onnx_preprocessing, parity
+from sinet.export import export_onnx, onnx_preprocessing, parity
 from sinet.metrics import foreground_iou
 from sinet.predict import predict
 from sinet.preprocess import IMAGENET, OFFICIAL, Preprocessing
@@ -144,15 +142,6 @@ def _with_trained_statistics(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def test_folded_batchnorm_gives_the_same_logits():
-    model = _with_trained_statistics(SINet())
-    folded = fold_batchnorm(model)
-    assert sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules()) < 20  # only BR units and decoder sums stay
-    x = torch.randn(2, 3, 224, 224)
-    with torch.inference_mode():
-        assert torch.allclose(model(x), folded(x), atol=1e-4)
-
-
 @pytest.mark.slow
 def test_onnx_export_matches_torch(tmp_path):
     model = _with_trained_statistics(SINet())
@@ -210,19 +199,3 @@ def test_openvino_runs_the_export_like_torch_on_real_photos(official_weights, eg
             assert float(difference) < 1e-3 and float(agreement) > 0.999
         else:  # bfloat16 arithmetic: the same mask up to a few boundary pixels
             assert float(agreement) > 0.995
-
-
-@pytest.mark.slow
-def test_bench_times_every_form_against_lraspp(tmp_path):
-    out = tmp_path / "bench.json"
-    done = subprocess.run([str(Path(sys.executable).parent / "sinet"), "bench", "--threads", "1", "--rounds", "1",
-                           "--runs", "1", "--seconds", "0", "--no-compile", "--json", str(out)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    report = json.loads(out.read_text())
-    expected = {"sinet eager", "sinet folded", "sinet torchscript", "sinet onnxruntime", "lraspp"}
-    assert expected <= set(report["latency"]) and report["params"] == 86_910
-    assert all(row["ms"] > 0 for row in report["latency"].values())
-    assert report["fastest_form"] in report["latency"] and report["fastest_torch_form"] in report["latency"]
-    assert report["ratios"]["sinet_eager_vs_lraspp"] == pytest.approx(
-        report["latency"]["lraspp"]["ms"] / report["latency"]["sinet eager"]["ms"])

@@ -64,6 +64,12 @@ def dataset_steps(config: RunConfig) -> list[Step]:
     return steps
 
 
+WHOLE_PHOTO_SIDE = 800
+"""Long side at which the teacher masks whole photos for cropping: teachers trained on portrait crops see a
+full-body person at their training scale only when the photo is not shrunk to their input size (see
+docs/run.md)."""
+
+
 def teacher_steps(config: RunConfig) -> list[Step]:
     if config.teacher is not None:
         return []
@@ -96,7 +102,7 @@ def source_steps(config: RunConfig, source: Source) -> tuple[list[Step], Path, s
         masks, masks_after = out / "masks", (f"{source.name}-masks",)
         if source.masks_from == "teacher":
             argv = [*command("pipeline"), "pseudo-label", str(images), "--teacher", str(teacher), "--out", str(out),
-                    *options_argv({**config.label_options, "faces": False})]
+                    *options_argv({**config.label_options, "faces": False, "long-side": WHOLE_PHOTO_SIDE})]
             title, after, masks_inputs = "teacher masks the whole photos (for cropping)", teacher_after, teacher_inputs
         else:
             argv = [*command("sinet"), "predict", str(images), "--weights", source.masks_from, "--out", str(out),
@@ -121,9 +127,10 @@ def source_steps(config: RunConfig, source: Source) -> tuple[list[Step], Path, s
                           note=lambda: _accepted_note(checked / "manifest.csv")))
         return steps, checked / "manifest.csv", steps[-1].name
     labels = folder / "pseudo"
+    # the crops carry a machine's whole-photo mask, a framing aid: the teacher labels them anew
     steps.append(Step(f"{source.name}-label", "pseudo-label the crops with the teacher", [labels / "manifest.csv"],
                       [*command("pipeline"), "pseudo-label", str(crops / "manifest.csv"), "--teacher", str(teacher),
-                       "--out", str(labels), *options_argv(config.label_options)],
+                       "--out", str(labels), "--ignore-masks", *options_argv(config.label_options)],
                       inputs=teacher_inputs, after=(steps[-1].name, *teacher_after), owns=[labels],
                       note=lambda: _accepted_note(labels / "manifest.csv")))
     return steps, labels / "manifest.csv", steps[-1].name
@@ -200,13 +207,13 @@ def sinet_steps(config: RunConfig, reviewed: dict[str, Path]) -> list[Step]:
     selection = ["--val-manifest", str(val), "--val-split", config.sinet_val_split]
 
     def train(name: str, title: str, manifests: list[Path], after: tuple[str, ...], options: dict[str, Any],
-              extra: list[str], group: str | None) -> Step:
+              extra: list[str], group: str | None, inputs: list[Path] | None = None) -> Step:
         out = config.out / name
         argv = [*command("sinet"), "train", "--out", str(out), *selection, *extra]
         for manifest in manifests:
             argv += ["--manifest", str(manifest)]
         return Step(name, title, [out / "best.pt"], argv + options_argv(options), after=tuple(dict.fromkeys(after)),
-                    owns=[out], resume=("--resume", out / "last.pt"), group=group)
+                    inputs=inputs or [], owns=[out], resume=("--resume", out / "last.pt"), group=group)
 
     def evaluate(name: str, group: str = "sinet-eval") -> Step:
         report = config.out / name / "eval.json"
@@ -238,10 +245,11 @@ def sinet_steps(config: RunConfig, reviewed: dict[str, Path]) -> list[Step]:
         arm, seed = model.rsplit("-s", 1)
         title = f"fine-tune on {' + '.join(config.sinet_train + config.arms[arm])}, seed {seed}"
         extra = [arm_manifest(config, arm)] if config.arms[arm] else []
-        trainings.append(train(model, title, datasets + extra,
-                               datasets_after + (f"{arm}-data",) + start_after + val_after, config.sinet_options,
-                               ["--stage", "2", "--init", str(start), "--seed", seed],
-                               f"sinet-train-{index // max(1, config.parallel)}"))
+        # an arm's trainings depend on its accepted items' content, not on the whole review: a change in another
+        # arm's source leaves them current
+        trainings.append(train(model, title, datasets + extra, datasets_after + start_after + val_after,
+                               config.sinet_options, ["--stage", "2", "--init", str(start), "--seed", seed],
+                               f"sinet-train-{index // max(1, config.parallel)}", inputs=extra))
     pairs = max(1, config.parallel)
     return steps + trainings + [evaluate(step.name, f"sinet-eval-{index // pairs}")
                                 for index, step in enumerate(trainings)]

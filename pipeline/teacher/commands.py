@@ -75,6 +75,10 @@ def pseudo_label_command(
     mirror: Annotated[bool, typer.Option(help="Also predict the mirror image: flip test-time augmentation and the "
                                               "flip_agreement signal (a second forward pass).")] = LABEL.mirror,
     faces: Annotated[bool, typer.Option(help="Run MTCNN for the face_in_mask signal.")] = LABEL.faces,
+    check_masks: Annotated[bool, typer.Option(
+        "--check-masks/--ignore-masks", help="Check the masks manifest rows come with (human-made) against the "
+                                             "teacher's, or ignore them (machine-made) and label those rows anew.")
+                           ] = LABEL.check_masks,
     soft: Annotated[bool, typer.Option(help="Also write soft-probability PNGs.")] = LABEL.soft,
     batch_size: Annotated[int, typer.Option(help="Photos per model call.")] = LABEL.batch_size,
     workers: Annotated[int, typer.Option(help="Loader processes (local) or loading actors (ray).")] = LABEL.workers,
@@ -87,7 +91,7 @@ def pseudo_label_command(
 ) -> None:
     """Predict a mask for every photo with quality signals and a review priority; resumable."""
     pseudo_label(images, teacher or TEACHER, out, LabelOptions(
-        long_side=long_side, mirror=mirror, faces=faces, soft=soft, batch_size=batch_size, workers=workers,
+        long_side=long_side, mirror=mirror, faces=faces, check_masks=check_masks, soft=soft, batch_size=batch_size, workers=workers,
         device=device, engine=engine, actors=actors, gpus_per_actor=gpus_per_actor))
 
 

@@ -11,7 +11,8 @@ The work splits in two per-item halves that every engine shares:
   :class:`~sinet_plus.stage.Outcome` per photo.
 
 A row of an input manifest that already has a mask (crop-baidu's crops of human-made masks) is **checked**
-rather than relabelled: it keeps its id, source and mask; the teacher's mask goes to ``teacher_mask``, their
+rather than relabelled (unless ``check_masks`` is off: masks a machine made, e.g. crops of the teacher's
+whole-photo masks, are only a framing aid and get labelled anew): it keeps its id, source and mask; the teacher's mask goes to ``teacher_mask``, their
 IoU to ``teacher_agreement``, ``priority`` is ``1 - teacher_agreement`` (doubtful human masks are reviewed
 first), and ``auto_accept`` holds only where the teacher confirms the mask (agreement of at least the
 teacher's calibrated ``min_agreement``).
@@ -76,6 +77,8 @@ class LabelOptions:
         mirror: also predict the mirror image: averaged in (flip test-time augmentation) and compared
             (``flip_agreement``); costs a second forward pass.
         faces: run MTCNN for ``face_in_mask``.
+        check_masks: check the masks that manifest rows come with (human-made) instead of labelling those
+            rows anew; off for masks a machine made.
         soft: also write the probability map as a PNG (0..255).
         batch_size: photos per model call.
         workers: loader processes (local) or loading actors (ray).
@@ -88,6 +91,7 @@ class LabelOptions:
     long_side: int | None = None
     mirror: bool = True
     faces: bool = True
+    check_masks: bool = True
     soft: bool = False
     batch_size: int = 8
     workers: int = 2
@@ -125,9 +129,9 @@ class LoadedPhoto:
     skip: tuple[str, str] | None = None
 
 
-def plan_items(source: str | os.PathLike) -> list[tuple[str, PhotoItem]]:
+def plan_items(source: str | os.PathLike, check_masks: bool = True) -> list[tuple[str, PhotoItem]]:
     """``(key, item)`` pairs for a folder of photos (key = file stem) or a manifest (key = row id; rows with a
-    mask are to be checked).
+    mask are to be checked, unless ``check_masks`` is off).
 
     Raises:
         PathError: ``source`` does not exist.
@@ -149,7 +153,7 @@ def plan_items(source: str | os.PathLike) -> list[tuple[str, PhotoItem]]:
         image = manifest.path(row["image"])
         carried.setdefault("origin_stem", image.stem)
         mask = row.get("mask", "")
-        if _empty(mask):
+        if _empty(mask) or not check_masks:
             items.append((str(row["id"]), PhotoItem(image, f"pseudo/{row['id']}", carried)))
         else:
             carried.update(source=row["source"], split=row["split"])
@@ -339,7 +343,7 @@ def pseudo_label(source: str | os.PathLike, teacher: str | os.PathLike, out_dir:
         CheckpointError: the teacher cannot be loaded (checked before any photo is read).
         UserError: ``out_dir`` holds output of another teacher or other options (resuming would mix them).
     """
-    items = plan_items(source)
+    items = plan_items(source, options.check_masks)
     if options.engine == "ray":
         teacher_hash = load_any_teacher(teacher).hash  # fail here, clearly, rather than inside an actor
 
@@ -353,5 +357,6 @@ def pseudo_label(source: str | os.PathLike, teacher: str | os.PathLike, out_dir:
             return run_local(labeler, pending, options)
 
     claim_folder(out_dir, {"teacher": teacher_hash, "long_side": options.long_side, "mirror": options.mirror,
-                           "faces": options.faces, "soft": options.soft})
+                           "faces": options.faces, "soft": options.soft,
+                           "check_masks": options.check_masks})
     return run_stage(f"pseudo-label ({options.engine})", items, execute, out_dir)

@@ -48,6 +48,9 @@ class TrainConfig:
         amp: mixed precision on CUDA (ignored elsewhere).
         compile: ``torch.compile`` the training forward/backward (full batches; a smaller last batch runs
             eagerly on the same weights): minutes of compilation per stage for faster steps (docs/training.md).
+            None = where it pays and builds: a stage compiles when it plans enough steps and enough minutes to
+            earn the compilation back (:func:`~sinet.training.steps.compiles`), on a CPU or CUDA; a failed
+            compilation falls back to eager steps with a warning.
         checkpoint_every: also write ``last.pt`` every this many steps within an epoch (0 = at epoch ends).
         time_budget: minutes for the whole run: each stage's E is cut to what its budget allows, judged from
             the epochs done so far, until the first LR milestone fixes it (None = run every epoch).
@@ -92,7 +95,7 @@ class TrainConfig:
     threads: int | None = None
     device: str = "auto"
     amp: bool = True
-    compile: bool = False
+    compile: bool | None = None
     checkpoint_every: int = 0
     time_budget: float | None = None
     stage1_share: float = 0.4

@@ -66,28 +66,37 @@ def step_schedule(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
         scheduler.step()
 
 
+def stage_budget(config: TrainConfig, state: TrainState) -> float | None:
+    """Seconds the stage in progress may take in all under the time budget (None without a budget): stage 1 of a
+    two-stage run gets ``stage1_share`` of it, the last stage what the earlier one left.
+
+    Args:
+        config: the run's options.
+        state: the run's state (its stage and the seconds spent).
+    """
+    if config.time_budget is None:
+        return None
+    if state.stage == config.stages[0] and len(config.stages) > 1:
+        return config.time_budget * 60 * config.stage1_share
+    return config.time_budget * 60 - (state.run_seconds - state.stage_seconds)
+
+
 def plan_epochs(config: TrainConfig, state: TrainState, first_milestone: float) -> int:
     """The epochs E the stage in progress should run, judged after an epoch ends.
 
     Under a time budget E is fitted to what the stage's share leaves, at the median pace of the epochs after the
     first (which carries start-up costs, e.g. compilation). The plan is made after epoch 2 and revised after
     every epoch until the schedule reaches its first LR milestone; then, or without a budget, E stays
-    ``state.planned_epochs``. Stage 1 of a two-stage run gets ``stage1_share`` of the budget; the last stage gets
-    what the earlier one left.
+    ``state.planned_epochs``. The stage's share is :func:`stage_budget`.
 
     Args:
         config: the run's options (``time_budget``, ``stage1_share``, the stage's epochs).
         state: the run's state after the epoch (epochs done, seconds spent, epoch durations).
         first_milestone: the scheduler's first milestone (its count of epoch starts where the LR first drops).
     """
-    epoch = state.epoch
-    if config.time_budget is None or epoch < 2 or epoch + 1 >= first_milestone:
+    epoch, budget = state.epoch, stage_budget(config, state)
+    if budget is None or epoch < 2 or epoch + 1 >= first_milestone:
         return state.planned_epochs
-    budget = config.time_budget * 60
-    if state.stage == config.stages[0] and len(config.stages) > 1:
-        budget *= config.stage1_share
-    else:
-        budget -= state.run_seconds - state.stage_seconds
     pace = statistics.median(state.epoch_seconds[1:])  # the first epoch carries start-up costs
     fits = int((budget - state.stage_seconds) // pace)
     return max(epoch, min(config.epochs(state.stage), epoch + fits))

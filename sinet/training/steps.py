@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from rich.console import Console
 from torch import nn
 
 from sinet.data import Sample, SegmentationDataset
@@ -14,9 +15,12 @@ from sinet.loss import BoundaryAwareLoss
 from sinet.metrics import ScoreBoard
 from sinet.model import SINet, SINetEncoder
 from sinet.preprocess import Preprocessing
+from sinet.training.config import TrainConfig
 from sinet.transforms import eval_transform, sample_seed
 from sinet_plus.imageio import ImageReadError
 from sinet_plus.torch_utils import autocast
+
+console = Console(stderr=True)
 
 
 def fresh_model(stage: int, seed: int) -> nn.Module:
@@ -24,6 +28,51 @@ def fresh_model(stage: int, seed: int) -> nn.Module:
     (PyTorch's default init, seeded per stage)."""
     torch.manual_seed(sample_seed(seed, stage))
     return SINetEncoder() if stage == 1 else SINet()
+
+
+COMPILE_MIN_STEPS, COMPILE_MIN_SECONDS = 1000, 1200
+"""When ``compile`` is None, a stage compiles if it plans at least this many full-batch steps and, under a time
+budget, may take at least this many seconds: compiling takes minutes and saves a fraction of a second per step
+(docs/training.md), so short runs are faster without it."""
+
+
+def compiles(config: TrainConfig, steps: int, budget_seconds: float | None, device: torch.device) -> bool:
+    """Whether a stage trains through ``torch.compile``: ``config.compile`` when given, else where it pays.
+
+    Args:
+        config: the run's options.
+        steps: full-batch optimizer steps the stage plans (epochs × steps per epoch).
+        budget_seconds: the stage's share of the time budget (:func:`~sinet.training.optim.stage_budget`).
+        device: where the training step runs (inductor builds for CPUs and CUDA).
+    """
+    if config.compile is not None:
+        return config.compile
+    return (device.type in ("cpu", "cuda") and steps >= COMPILE_MIN_STEPS
+            and (budget_seconds is None or budget_seconds >= COMPILE_MIN_SECONDS))
+
+
+class CompiledOrEager:
+    """``torch.compile(model)`` for training steps, falling back for good to ``model`` itself when the first
+    compilation fails (no C++ compiler, an operator inductor cannot build); training then goes on eagerly.
+
+    Args:
+        model: the model (or its DDP wrapper) to run.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model, self.compiled, self.built = model, torch.compile(model, dynamic=False), False
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.built:
+            return self.compiled(images)
+        try:
+            logits = self.compiled(images)
+        except Exception as error:  # inductor raises many types; nothing has run yet when compiling fails
+            console.print(f"[yellow]torch.compile failed, training eagerly:[/] {type(error).__name__}: {error}")
+            self.compiled = self.model
+            logits = self.model(images)
+        self.built = True
+        return logits
 
 
 def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, criterion: BoundaryAwareLoss,

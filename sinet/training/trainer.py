@@ -28,10 +28,19 @@ from sinet.preprocess import PRESETS
 from sinet.recipe import STAGE1_LABEL_STRIDE
 from sinet.training.config import TrainConfig
 from sinet.training.distributed import Distributed
-from sinet.training.optim import make_optimizer, milestones, plan_epochs, step_schedule
+from sinet.training.optim import make_optimizer, milestones, plan_epochs, stage_budget, step_schedule
 from sinet.training.report import epoch_line, write_reports
 from sinet.training.state import EpochSums, TrainState, capture_rng, restore_rng
-from sinet.training.steps import ValidationSet, auto_workers, fresh_model, init_worker, train_step, validate
+from sinet.training.steps import (
+    CompiledOrEager,
+    ValidationSet,
+    auto_workers,
+    compiles,
+    fresh_model,
+    init_worker,
+    train_step,
+    validate,
+)
 from sinet.transforms import train_transform
 from sinet_plus.errors import PathError, UserError
 from sinet_plus.files import write_text_atomic
@@ -131,11 +140,14 @@ class Trainer:
         if self.dist.world_size > 1:
             self.model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.compiled = torch.compile(self.model, dynamic=False) if config.compile else self.model
         self.criterion = BoundaryAwareLoss(config.band(stage), config.boundary_weight, self.weights).to(self.device)
         self.train_set = SegmentationDataset(self.samples, train_transform(self.augmentation), self.preprocessing,
                                              stride, decoded=self.decoded)
         self.train_set.preload(config.cache_bytes)
+        steps = (self.state.planned_epochs - self.state.epoch) * (config.epoch_size or len(self.train_set)) // (
+            config.batch(stage) * self.dist.world_size)
+        self.compiled = CompiledOrEager(self.model) if compiles(config, steps, stage_budget(config, self.state),
+                                                                 self.device) else self.model
         self.val_set = ValidationSet.load(self.val_samples, self.preprocessing, stride) if self.dist.main else None
         if self.val_set is not None:
             known = {row["id"] for row in self.skipped}

@@ -85,7 +85,7 @@ def test_pseudo_label_loader_workers_die_with_a_killed_command(eg1800_dir, tmp_p
         os.symlink(photo, photos / photo.name)
     out = tmp_path / "out"
     workers = kill_when_working([PIPELINE, "pseudo-label", str(photos), "--teacher",
-                                 str(PROJECT / "sinet" / "weights" / "teacher-mnv3s.pt"), "--out", str(out),
+                                 str(PROJECT / "sinet" / "weights" / "sinet-eg1800.pt"), "--out", str(out),
                                  "--workers", "2", "--batch-size", "2", "--long-side", "256", "--device", "cpu"],
                                 out / ".journal.jsonl", 2)
     assert len(workers) >= 2

@@ -20,7 +20,7 @@ from sinet_plus import manifest as mf
 
 PROJECT = Path(__file__).resolve().parents[1]
 WEIGHTS = PROJECT / "sinet" / "weights"
-TEACHER, SINET = WEIGHTS / "teacher-mnv3s.pt", WEIGHTS / "sinet-eg1800.pt"
+TEACHER, SINET = WEIGHTS / "teacher.pt", WEIGHTS / "sinet-eg1800.pt"
 
 
 def run(config: Path, *options: str) -> subprocess.CompletedProcess:

@@ -112,17 +112,19 @@ class SINetMember:
 
     @torch.inference_mode()
     def views(self, photos: Sequence[np.ndarray], mirror: bool) -> list[Views]:
+        """One forward per photo (with its mirror image): batched, the convolutions' arithmetic would depend on
+        the batch's size, and a resumed run would write other numbers than an unbroken one."""
         per_size = []
         for side in self.sizes:
             prep = dataclasses.replace(self.preprocessing, size=(side, side))
-            batch = torch.from_numpy(np.stack([prep.normalise(prep.resize_image(photo)) for photo in photos]))
-            inputs = torch.cat([batch, batch.flip(-1)]) if mirror else batch
-            probs = torch.softmax(self.model(inputs).float(), 1)[:, 1].numpy()
             views = []
-            for index, photo in enumerate(photos):
+            for photo in photos:
+                image = torch.from_numpy(prep.normalise(prep.resize_image(photo)))[None]
+                inputs = torch.cat([image, image.flip(-1)]) if mirror else image
+                probs = torch.softmax(self.model(inputs).float(), 1)[:, 1].numpy()
                 height, width = photo.shape[:2]
-                mirrored = _to_size(probs[len(photos) + index][:, ::-1], height, width) if mirror else None
-                views.append(Views(_to_size(probs[index], height, width), mirrored))
+                mirrored = _to_size(probs[1][:, ::-1], height, width) if mirror else None
+                views.append(Views(_to_size(probs[0], height, width), mirrored))
             per_size.append(views)
         return _average(per_size)
 

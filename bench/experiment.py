@@ -106,13 +106,18 @@ def verdict(name: str, base: str, gain: float, low: float, high: float) -> str:
 
 
 def data_rows(run: Path, arms: list[str]) -> pd.DataFrame:
-    """Per arm: its training rows (the datasets' train rows plus the accepted items)."""
+    """Per arm: its training rows (the datasets' train rows plus the accepted items), and the datasets' share of
+    them: with equal optimizer steps, an arm with more rows sees each dataset photo less often."""
     rows = []
     for arm in arms:
         extra = mf.read_manifest(run / "arms" / f"{arm}.csv").frame if (run / "arms" / f"{arm}.csv").is_file() \
             else pd.DataFrame(columns=["source", "reviewer"])
-        rows.append({"arm": arm, "accepted items added": len(extra),
-                     "by source": ", ".join(f"{n} {s}" for s, n in extra["source"].value_counts().items()) or "—"})
+        config = json.loads(next(run.glob(f"{arm}-s*/config.json")).read_text())
+        datasets = sum(int((mf.read_manifest(Path(m)).frame["split"] == "train").sum())
+                       for m in config["manifests"] if Path(m).parent.name != "arms")
+        rows.append({"arm": arm, "dataset train rows": datasets, "accepted items added": len(extra),
+                     "by source": ", ".join(f"{n} {s}" for s, n in extra["source"].value_counts().items()) or "—",
+                     "datasets' share of the samples": f"{datasets / (datasets + len(extra)):.0%}"})
     return pd.DataFrame(rows)
 
 

@@ -16,6 +16,7 @@ seeds' variation. The headline claims a gain or a loss only where the interval e
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -105,16 +106,16 @@ def verdict(name: str, base: str, gain: float, low: float, high: float) -> str:
     return f"**{name} against {base}: no difference the interval can support, {interval}.**"
 
 
-def data_rows(run: Path, arms: list[str]) -> pd.DataFrame:
+def data_rows(run: Path, runs: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
     """Per arm: its training rows (the datasets' train rows plus the accepted items), and the datasets' share of
     them: with equal optimizer steps, an arm with more rows sees each dataset photo less often."""
+    train_rows = functools.cache(lambda path: int((mf.read_manifest(path).frame["split"] == "train").sum()))
     rows = []
     for arm in arms:
         extra = mf.read_manifest(run / "arms" / f"{arm}.csv").frame if (run / "arms" / f"{arm}.csv").is_file() \
             else pd.DataFrame(columns=["source", "reviewer"])
-        config = json.loads(next(run.glob(f"{arm}-s*/config.json")).read_text())
-        datasets = sum(int((mf.read_manifest(Path(m)).frame["split"] == "train").sum())
-                       for m in config["manifests"] if Path(m).parent.name != "arms")
+        config = runs.loc[runs["arm"] == arm, "config"].iloc[0]
+        datasets = sum(train_rows(m) for m in config["manifests"] if Path(m).parent.name != "arms")
         rows.append({"arm": arm, "dataset train rows": datasets, "accepted items added": len(extra),
                      "by source": ", ".join(f"{n} {s}" for s, n in extra["source"].value_counts().items()) or "—",
                      "datasets' share of the samples": f"{datasets / (datasets + len(extra)):.0%}"})
@@ -227,7 +228,7 @@ def report(run: Path, docs: Path) -> str:
         "`bench/experiment.py` (photos and seeds resampled).", "",
         "![scores](experiment-scores.png)", "",
         "### Per seed", "", table(per_seed), "",
-        "### Training data", "", table(data_rows(run, arms)), "",
+        "### Training data", "", table(data_rows(run, runs, arms)), "",
     ]
     sources = source_rows(run)
     if len(sources):

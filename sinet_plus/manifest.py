@@ -221,12 +221,12 @@ def validate(manifest: Manifest, check_files: bool = False, root: str | os.PathL
             problems.append(f"{int(empty.sum())} rows have no id (rows {_rows(frame.index[empty])})")
         duplicated = frame["id"][frame["id"].duplicated(keep=False) & ~empty]
         if len(duplicated):
-            problems.append(f"duplicate ids: {_sample(sorted(set(duplicated)))}")
+            problems.append(f"duplicate ids: {few(sorted(set(duplicated)))}")
     if "status" in frame.columns:
         bad = frame[~frame["status"].isin(STATUSES)]
         if len(bad):
             problems.append(f"status must be one of {', '.join(STATUSES)}; "
-                            f"found {_sample(sorted(set(map(str, bad['status']))))}")
+                            f"found {few(sorted(set(map(str, bad['status']))))}")
     if "image" in frame.columns:
         no_image = frame["image"] == ""
         if no_image.any():
@@ -252,14 +252,14 @@ def validate(manifest: Manifest, check_files: bool = False, root: str | os.PathL
             elif check_files and not _is_file(resolved):
                 absent.append(f"{sample_id} ({value})")
         if unusable:
-            problems.append(f"{column}: paths no file system accepts: {_sample(unusable)}")
+            problems.append(f"{column}: paths no file system accepts: {few(unusable)}")
         if absolute:
             problems.append(f"{column}: absolute paths (must be relative to the manifest's folder): "
-                            f"{_sample(absolute)}")
+                            f"{few(absolute)}")
         if escaping:
-            problems.append(f"{column}: paths escape the root {root_path}: {_sample(escaping)}")
+            problems.append(f"{column}: paths escape the root {root_path}: {few(escaping)}")
         if absent:
-            problems.append(f"{column}: {len(absent)} files not found: {_sample(absent)}")
+            problems.append(f"{column}: {len(absent)} files not found: {few(absent)}")
     return problems
 
 
@@ -291,13 +291,14 @@ def path_problem(value: str) -> str | None:
     return None
 
 
-def _sample(items: Sequence[str], limit: int = 5) -> str:
+def few(items: Sequence, limit: int = 5) -> str:
+    """The first ``limit`` of ``items`` for a message, and how many more there are."""
     shown = ", ".join(map(str, items[:limit]))
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _rows(index: Iterable) -> str:
-    return _sample([str(i + 2) for i in index])  # +2: header line and 1-based numbering in the CSV
+    return few([str(i + 2) for i in index])  # +2: header line and 1-based numbering in the CSV
 
 
 def require_valid(manifest: Manifest, source: str | os.PathLike, check_files: bool = False) -> Manifest:
@@ -331,7 +332,7 @@ def concat(manifests: Sequence[Manifest], root: str | os.PathLike, prefix_ids: b
     frame = pd.concat(frames, ignore_index=True) if frames else new_rows([])
     clashes = sorted(set(frame["id"][frame["id"].duplicated()]))
     if clashes:
-        raise ManifestError(f"id clash between manifests: {_sample(clashes)} "
+        raise ManifestError(f"id clash between manifests: {few(clashes)} "
                             "(use --prefix-ids to namespace ids by manifest)")
     return Manifest(order_columns(frame), root)
 

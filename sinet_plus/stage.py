@@ -36,7 +36,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sinet_plus.errors import UserError
 from sinet_plus.files import atomic_path, remove_leftovers, write_text_atomic
 from sinet_plus.imageio import ImageReadError
-from sinet_plus.manifest import new_rows, write_manifest
+from sinet_plus.manifest import few, new_rows, write_manifest
 from sinet_plus.processes import DiesWithParent
 
 console = Console(stderr=True)
@@ -254,13 +254,13 @@ def run_stage(name: str, items: Sequence[tuple[str, Any]],
     journal = Journal(out_dir / ".journal.jsonl")
     outcomes = journal.load()
     if journal.unreadable:
-        console.print(f"[yellow]{journal.path}: lines {_sample(journal.unreadable)} are not journal records "
+        console.print(f"[yellow]{journal.path}: lines {few(journal.unreadable)} are not journal records "
                       "(a killed run or damage); their items count as not done[/]")
     changed = [_what_changed(key, outcomes[key].source, sources[key]) for key in sources
                if key in outcomes and outcomes[key].source.get("identity") != sources[key]["identity"]]
     if changed:
         console.print(f"[yellow]{name}: {len(changed)} items in {out_dir} were done from other inputs; doing them "
-                      f"again:[/] {_sample(changed, limit=3)}")
+                      f"again:[/] {few(changed, limit=3)}")
     current = {key: o for key, o in outcomes.items()
                if key in sources and o.source.get("identity") == sources[key]["identity"]}
     retried = [key for key, o in current.items() if o.failed] if retry_failed else []
@@ -270,7 +270,7 @@ def run_stage(name: str, items: Sequence[tuple[str, Any]],
     earlier = sorted(set(outcomes) - set(sources) - {clash.key for clash in clashes})
     if earlier:
         console.print(f"{name}: {len(earlier)} items done earlier in {out_dir} are not among this run's inputs "
-                      f"(e.g. {_sample(earlier, limit=3)}): left out of its manifest")
+                      f"(e.g. {few(earlier, limit=3)}): left out of its manifest")
     pending = [(key, payload) for key, payload in items if key not in done]
     start = time.perf_counter()
     processed = 0
@@ -297,7 +297,8 @@ def run_stage(name: str, items: Sequence[tuple[str, Any]],
     skip_table = pd.DataFrame(skips, columns=None if skips else ["key", "reason", "detail"])
     with atomic_path(skipped_path) as tmp:
         skip_table.to_csv(tmp, index=False)
-    summary = StageSummary(name, len(items) + sum(len(c.skips) for c in clashes), len(current) - len(retried), processed, len(table),
+    summary = StageSummary(name, len(items) + sum(len(c.skips) for c in clashes), len(current) - len(retried),
+                           processed, len(table),
                            dict(Counter(s["reason"] for s in skips)), seconds, manifest_path, skipped_path)
     summary.print()
     return summary
@@ -318,11 +319,6 @@ def _split_duplicates(items: Sequence[tuple[str, Any]]) -> tuple[list[tuple[str,
                                                           f"{'; '.join(n for n in names if n != name)}; "
                                                           "rename all but one"} for name in names]))
     return unique, clashes
-
-
-def _sample(values: Sequence[Any], limit: int = 5) -> str:
-    shown = ", ".join(map(str, values[:limit]))
-    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
 def claim_folder(out_dir: str | os.PathLike, settings: dict[str, Any]) -> None:

@@ -91,8 +91,8 @@ def pseudo_label_command(
 ) -> None:
     """Predict a mask for every photo with quality signals and a review priority; resumable."""
     pseudo_label(images, teacher or TEACHER, out, LabelOptions(
-        long_side=long_side, mirror=mirror, faces=faces, check_masks=check_masks, soft=soft, batch_size=batch_size, workers=workers,
-        device=device, engine=engine, actors=actors, gpus_per_actor=gpus_per_actor))
+        long_side=long_side, mirror=mirror, faces=faces, check_masks=check_masks, soft=soft, batch_size=batch_size,
+        workers=workers, device=device, engine=engine, actors=actors, gpus_per_actor=gpus_per_actor))
 
 
 def build_teacher_command(

@@ -11,11 +11,11 @@ The work splits in two per-item halves that every engine shares:
   :class:`~sinet_plus.stage.Outcome` per photo.
 
 A row of an input manifest that already has a mask (crop-baidu's crops of human-made masks) is **checked**
-rather than relabelled (unless ``check_masks`` is off: masks a machine made, e.g. crops of the teacher's
-whole-photo masks, are only a framing aid and get labelled anew): it keeps its id, source and mask; the teacher's mask goes to ``teacher_mask``, their
+rather than relabelled: it keeps its id, source and mask; the teacher's mask goes to ``teacher_mask``, their
 IoU to ``teacher_agreement``, ``priority`` is ``1 - teacher_agreement`` (doubtful human masks are reviewed
 first), and ``auto_accept`` holds only where the teacher confirms the mask (agreement of at least the
-teacher's calibrated ``min_agreement``).
+teacher's calibrated ``min_agreement``). With ``check_masks`` off, such masks (made by a machine, e.g. crops of
+the teacher's whole-photo masks, a framing aid) are ignored and the rows labelled anew.
 
 :func:`pseudo_label` plans the items and hands an engine to :func:`sinet_plus.stage.run_stage`, which journals
 outcomes, resumes, and writes ``manifest.csv`` and ``skipped.csv``.

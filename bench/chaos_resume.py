@@ -12,7 +12,8 @@ process the killed command had started (pool or DataLoader workers) is still ali
 Inputs are real full-body photos with masks from ../shared/data/fullbody, linked into a temporary folder; the
 teacher is ``--teacher``, by default the shipped SINet ``sinet/weights/sinet-eg1800.pt`` (small and fixed, so the
 benchmark measures resuming, not whichever heavier teacher ``pseudo-label`` defaults to). The script only kills
-processes it started (and, should any survive, their own children). It exits 1 when outputs differ or a worker outlived its parent.
+processes it started (and, should any survive, their own children). It exits 1 when outputs differ or a worker
+outlived its parent.
 
     .venv/bin/python bench/chaos_resume.py                              # 40 photos, 5 kills per stage
     .venv/bin/python bench/chaos_resume.py --photos 300 --kills 20     # the figure in docs/reliability.md

@@ -77,8 +77,9 @@ def fullbody_framing(out: Path, workers: int) -> None:
     manifest, skipped = load(out)
     width = (manifest.face_x1 - manifest.face_x0) / (manifest.crop_x1 - manifest.crop_x0)
     height = ((manifest.face_y0 + manifest.face_y1) / 2 - manifest.crop_y0) / (manifest.crop_y1 - manifest.crop_y0)
+    shifted = int((manifest.crop_shift_x != 0).sum() + (manifest.crop_shift_y != 0).sum())
     print(f"fullbody: {summary.planned} photos -> {len(manifest)} crops from "
-          f"{manifest.origin_stem.nunique()} photos; shifted {int((manifest.crop_shift_x != 0).sum() + (manifest.crop_shift_y != 0).sum())}, "
+          f"{manifest.origin_stem.nunique()} photos; shifted {shifted}, "
           f"clipped {int(manifest.crop_clipped.astype(str).eq('True').sum())}")
     whole = skipped["face"].isna()
     print(f"  photos skipped whole: {counts(skipped[whole]['reason'])}")

@@ -4,7 +4,8 @@ of the stage's time spent beyond face detection.
 Each configuration runs the whole stage (runner, journal, reads, MTCNN, crops, writes) on the same subset into
 a fresh folder, interleaved over rounds, and the medians are compared (the machine is shared and noisy).
 Configurations: 1 worker with 1 torch thread (the default), 2 workers with one thread each and, with
---two-threads, 1 worker with 2 threads (slow on a busy machine: the threads spin against the load). Timings include starting the worker processes and loading MTCNN.
+--two-threads, 1 worker with 2 threads (slow on a busy machine: the threads spin against the load). Timings
+include starting the worker processes and loading MTCNN.
 Targets: 2 workers >= 1.7x one; time beyond face detection <= 25%.
 
     .venv/bin/python bench/crop_throughput.py --photos 100 --rounds 3

@@ -35,7 +35,8 @@ from sinet_plus.files import atomic_path, write_text_atomic  # noqa: E402
 
 RUN_NAME = re.compile(r"^(?P<arm>.+)-s(?P<seed>\d+)$")
 ROTATIONS = ("25", "45", "75", "90")
-PAPER = "paper: SINet 94.81 → SINet+ 95.29 IoU after 600 epochs; the authors' SINet+ weights score 94.89 here through our code"
+PAPER = ("paper: SINet 94.81 → SINet+ 95.29 IoU after 600 epochs; "
+         "the authors' SINet+ weights score 94.89 here through our code")
 BOOTSTRAP_ROUNDS = 10000
 
 

@@ -3,9 +3,9 @@
 Rows are read through ``sinet_plus.manifest`` as :class:`Sample` s (what training and evaluation both take) and
 photos through ``sinet_plus.imageio``. A dataset item is ``(image, label)``: a float32 (3, S, S) tensor
 normalised by the checkpoint's :class:`Preprocessing` and an int64 (S/stride, S/stride) label (0 background,
-1 person, 255 ignored: the masks' 128, "unknown"). Training keys are ``(index, seed)`` pairs from :class:`EpochSampler`, so each sample's
-augmentation depends on its seed alone and not on the DataLoader's worker count or on where a resumed run
-restarts.
+1 person, 255 ignored: the masks' 128, "unknown"). Training keys are ``(index, seed)`` pairs from
+:class:`EpochSampler`, so each sample's augmentation depends on its seed alone and not on the DataLoader's
+worker count or on where a resumed run restarts.
 """
 
 from __future__ import annotations

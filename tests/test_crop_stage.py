@@ -245,7 +245,8 @@ def test_sigkill_midway_then_rerun_gives_the_unbroken_manifest(crops, inputs):
 
 
 def test_manifest_input_gives_the_same_crop_as_folders(crops, inputs, tmp_path):
-    rows = [{"id": "folder/0042", "image": str(inputs / "images" / "0042.jpg"), "mask": str(inputs / "masks" / "0042.png"),
+    rows = [{"id": "folder/0042", "image": str(inputs / "images" / "0042.jpg"),
+             "mask": str(inputs / "masks" / "0042.png"),
              "source": "folder", "split": "train", "status": "accepted"},
             {"id": "folder/nomask", "image": str(inputs / "images" / "nomask.jpg"), "mask": "",
              "source": "folder", "split": "unlabeled", "status": "pending"}]

@@ -79,8 +79,8 @@ def score_photos(teacher: TeacherEnsemble, rows: mf.Manifest, batch_size: int = 
             for offset, (prediction, truth) in enumerate(zip(teacher.predict(photos), batch_truths)):
                 views = prediction.views
                 signals = quality_signals(views.plain, views.mirrored, None, prediction.members, teacher.priority)
-                record = {"id": rows.frame["id"].iloc[start + offset], "iou": foreground_iou(views.merged() > 0.5, truth),
-                          **signals}
+                record = {"id": rows.frame["id"].iloc[start + offset],
+                          "iou": foreground_iou(views.merged() > 0.5, truth), **signals}
                 for rule in PRIORITY_RULES:
                     record[f"priority_{rule}"] = priority(signals, rule)
                 for index, member in enumerate(prediction.members):

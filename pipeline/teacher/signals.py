@@ -5,13 +5,11 @@ Each signal looks at one way a prediction goes wrong: hesitation everywhere (``m
 (``flip_agreement``), fragments (``components``), a face left out of the person (``face_in_mask``). They
 combine into ``priority``, the predicted-failure score that orders the review queue.
 
-The combination is a fixed rule chosen on photos the teacher never saw and that are not the validation set
-(300 EG1800 train photos held out of the teacher's training; see docs/teacher.md): ``priority`` is
-``uncertain_share``, the share of pixels whose person probability lies strictly between 0.2 and 0.8, and 1 for
-an empty mask (a missed person). Of six candidate rules written down beforehand, it ranked the held-out masks
-with IoU < 0.90 best (ROC AUC 0.841); products with ``expected_iou``, ``flip_agreement`` and the face factor
-did not add to it, and ``face_in_mask`` alone carried no information with our teachers (AUC 0.43-0.48). The
-other signals stay in the manifest for reviewers and for rules a better teacher may need.
+How they combine is part of the teacher: ``pipeline build-teacher`` keeps, among the rules of
+:data:`PRIORITY_RULES` written down beforehand, the one that best ranks the masks below 0.90 IoU of photos
+held out of every member's training (never the validation set), and stores its name in the ensemble file.
+A single checkpoint that carries no rule uses :data:`DEFAULT_PRIORITY`. The rules and their figures are in
+docs/teacher.md; the other signals stay in the manifest for reviewers and for rules a later teacher may need.
 """
 
 from __future__ import annotations

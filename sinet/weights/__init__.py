@@ -8,8 +8,10 @@ from pathlib import Path
 
 FOLDER = Path(__file__).resolve().parent
 SINET_EG1800 = FOLDER / "sinet-eg1800.pt"
-"""SINet trained on EG1800 train alone: the common start of the SINet+ experiment."""
-SINET = SINET_EG1800
+"""SINet trained on EG1800 train alone: the common start of the SINet+ experiment and the teacher's SINet member."""
+SINET_PLUS = FOLDER / "sinet-plus.pt"
+"""SINet+: trained from scratch on EG1800 train plus the curated data, selected on held-out train photos."""
+SINET = SINET_PLUS
 """The best SINet trained here (the default of the ``sinet`` commands)."""
 TEACHER = FOLDER / "teacher.pt"
 """The best teacher trained here (a DeepLabV3+ checkpoint or an ensemble file)."""

@@ -10,7 +10,7 @@ journal, whose lines come in completion order, is left out). After each kill the
 process the killed command had started (pool or DataLoader workers) is still alive a few seconds later.
 
 Inputs are real full-body photos with masks from ../shared/data/fullbody, linked into a temporary folder; the
-teacher is ``--teacher``, by default the shipped SINet ``sinet/weights/sinet-eg1800.pt`` (small and fixed, so the
+teacher is ``--teacher``, by default ``sinet/weights/sinet-eg1800.pt`` (small and fixed, so the
 benchmark measures resuming, not whichever heavier teacher ``pseudo-label`` defaults to). The script only kills
 processes it started (and, should any survive, their own children). It exits 1 when outputs differ or a worker
 outlived its parent.
@@ -32,9 +32,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sinet.weights import SINET_EG1800
+
 PROJECT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SINET_SHARED", PROJECT.parent / "shared")) / "data" / "fullbody"
-TEACHER = PROJECT / "sinet" / "weights" / "sinet-eg1800.pt"
 PIPELINE = str(Path(sys.executable).with_name("pipeline"))
 JOURNAL = ".journal.jsonl"
 START_UP_SHARE = 0.25
@@ -240,8 +241,8 @@ def main() -> None:
     parser.add_argument("--stages", default="crop-baidu,pseudo-label", help="comma-separated stages")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of each stage")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
-    parser.add_argument("--teacher", type=Path, default=TEACHER, help="pseudo-label's teacher checkpoint "
-                                                                       "(default: the shipped SINet)")
+    parser.add_argument("--teacher", type=Path, default=SINET_EG1800, help="pseudo-label's teacher checkpoint "
+                                                                       "(default: sinet-eg1800.pt, small and fixed)")
     parser.add_argument("--label-options", default="", help="extra options of pseudo-label, e.g. "
                                                              "'--no-faces --long-side 128' for a quick run")
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it (default: a "

@@ -19,13 +19,13 @@ from typer.testing import CliRunner
 from pipeline.cli import app as pipeline_app
 from pipeline.crop.stage import run as crop
 from sinet.cli import app as sinet_app
+from sinet.weights import SINET_EG1800
 from sinet_plus import manifest as mf
 from sinet_plus.imageio import read_image
 from sinet_plus.stage import Journal, Outcome, map_items, run_stage
 
-PROJECT = Path(__file__).resolve().parents[1]
-SHIPPED_SINET = PROJECT / "sinet" / "weights" / "sinet-eg1800.pt"
-SHIPPED_TEACHER = PROJECT / "sinet" / "weights" / "sinet-eg1800.pt"  # a SINet checkpoint is a teacher too, and fast
+SHIPPED_SINET = SINET_EG1800
+SHIPPED_TEACHER = SINET_EG1800  # a SINet checkpoint is a teacher too, and fast
 
 
 def invoke(app, *args):

@@ -21,10 +21,10 @@ from review_helpers import eg1800_sample, free_port, stop_app, wait_healthy
 from sinet.checkpoint import save_checkpoint
 from sinet.model import SINetEncoder
 from sinet.preprocess import PRESETS
+from sinet.weights import SINET_EG1800
 from sinet_plus import manifest as mf
 from sinet_plus.imageio import write_jpeg, write_mask
 
-PROJECT = Path(__file__).resolve().parents[1]
 PIPELINE = str(Path(sys.executable).with_name("pipeline"))
 
 pytestmark = pytest.mark.slow
@@ -85,7 +85,7 @@ def test_pseudo_label_loader_workers_die_with_a_killed_command(eg1800_dir, tmp_p
         os.symlink(photo, photos / photo.name)
     out = tmp_path / "out"
     workers = kill_when_working([PIPELINE, "pseudo-label", str(photos), "--teacher",
-                                 str(PROJECT / "sinet" / "weights" / "sinet-eg1800.pt"), "--out", str(out),
+                                 str(SINET_EG1800), "--out", str(out),
                                  "--workers", "2", "--batch-size", "2", "--long-side", "256", "--device", "cpu"],
                                 out / ".journal.jsonl", 2)
     assert len(workers) >= 2

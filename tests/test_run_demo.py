@@ -16,11 +16,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.run.step import read_record
+from sinet.weights import SINET_EG1800, TEACHER
 from sinet_plus import manifest as mf
-
-PROJECT = Path(__file__).resolve().parents[1]
-WEIGHTS = PROJECT / "sinet" / "weights"
-TEACHER, SINET = WEIGHTS / "teacher.pt", WEIGHTS / "sinet-eg1800.pt"
 
 
 def run(config: Path, *options: str) -> subprocess.CompletedProcess:
@@ -32,7 +29,7 @@ def run(config: Path, *options: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_demo_run_end_to_end_then_every_step_current(tmp_path):
-    for path in (TEACHER, SINET):
+    for path in (TEACHER, SINET_EG1800):
         if not path.is_file():
             pytest.skip(f"{path} is absent: the shipped weights are committed with sinet/weights/MODEL_CARD.md")
     config = tmp_path / "demo.toml"
@@ -45,13 +42,13 @@ checkpoint = "{TEACHER}"
 [[sources]]
 name = "demo"
 demo = true
-masks_from = "{SINET}"
+masks_from = "{SINET_EG1800}"
 [pseudo_label]
 long-side = 256
 batch-size = 2
 workers = 0
 [sinet]
-init = "{SINET}"
+init = "{SINET_EG1800}"
 val = "curated"
 val_split = "train"
 [sinet.options]

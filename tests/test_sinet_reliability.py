@@ -21,11 +21,12 @@ from sinet.data import SegmentationDataset, manifest_samples
 from sinet.model import SINet, SINetEncoder
 from sinet.preprocess import IMAGENET
 from sinet.transforms import eval_transform
+from sinet.weights import SINET_EG1800
 from sinet_plus import manifest as mf
 from sinet_plus.imageio import IGNORE
 from sinet_plus.torch_utils import CheckpointError
 
-SHIPPED_SINET = Path(__file__).resolve().parents[1] / "sinet" / "weights" / "sinet-eg1800.pt"
+SHIPPED_SINET = SINET_EG1800
 TOP_BACKGROUND = ("00011", "00073", "00076")
 """EG1800 val photos whose top 150 rows are background in the human mask."""
 BAND = 150

@@ -102,6 +102,8 @@ def train_command(
     class_weighting: Annotated[bool, typer.Option(help="ERFNet class weights 1/ln(1.1 + p).")] = TRAIN.class_weighting,
     select_from: Annotated[float, typer.Option(help="Select the best epoch after this share of E.")
                            ] = TRAIN.select_from,
+    average_epochs: Annotated[int, typer.Option(help="Also average the weights of the last N epochs into "
+                                                     "averaged.pt (0 = off).")] = TRAIN.average_epochs,
     size: Annotated[int, typer.Option(help="Square input side (multiple of 32).")] = TRAIN.size,
     preprocessing: Annotated[str, typer.Option(help="Normalisation preset stored in checkpoints.")
                              ] = TRAIN.preprocessing,
@@ -143,14 +145,18 @@ def train_command(
         stage1_epochs=stage1_epochs, stage2_epochs=stage2_epochs, stage1_batch=stage1_batch,
         stage2_batch=stage2_batch, lr=lr, lr_gamma=lr_gamma, conv_weight_decay=conv_weight_decay,
         depthwise_weight_decay=depthwise_weight_decay, other_weight_decay=other_weight_decay,
-        boundary_weight=boundary_weight, class_weighting=class_weighting, select_from=select_from, size=size,
+        boundary_weight=boundary_weight, class_weighting=class_weighting, select_from=select_from,
+        average_epochs=average_epochs, size=size,
         preprocessing=preprocessing, augmentation=dataclasses.replace(TRAIN.augmentation, size=size, rotation=rotation),
         seed=seed, workers=workers, threads=threads, device=device, amp=amp, compile=compile,
         checkpoint_every=checkpoint_every, time_budget=time_budget, stage1_share=stage1_share, cache_gb=cache_gb,
         epoch_size=epoch_size)
     best = train(config, resume=resume)
     for stage_name, scores in best.items():
-        console.print(f"stage {stage_name}: best val IoU {scores['iou']:.2f} at epoch {scores['epoch']}")
+        if stage_name == "averaged":
+            console.print(f"mean of the last {scores['epochs']} epochs: val IoU {scores['iou']:.2f}")
+        else:
+            console.print(f"stage {stage_name}: best val IoU {scores['iou']:.2f} at epoch {scores['epoch']}")
     console.print(f"best model: {out / 'best.pt'}")
 
 

@@ -27,7 +27,7 @@ from sinet.recipe import AugmentationConfig
 from sinet.training.config import TrainConfig
 from sinet.training.optim import make_optimizer, milestones, parameter_groups, plan_epochs, step_schedule
 from sinet.training.state import EpochSums, TrainState
-from sinet.training.trainer import train
+from sinet.training.trainer import Trainer, train
 from sinet.training_bench import training_throughput
 from sinet.transforms import (
     PilSharpness,
@@ -37,6 +37,7 @@ from sinet.transforms import (
     train_transform,
     warp_matrix,
 )
+from sinet.weights import SINET_EG1800
 from sinet_plus.errors import UserError
 from sinet_plus.imageio import IGNORE, read_image, read_pair
 from sinet_plus.manifest import Manifest, write_manifest
@@ -210,7 +211,7 @@ import os, signal, sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from test_sinet_train import _tiny_config
-from sinet.training.trainer import train
+from sinet.training.trainer import Trainer, train
 
 def kill_after_step_6(state):  # exactly like an external kill -9, after any checkpoint due at that step
     if state.global_step == 6:
@@ -221,9 +222,8 @@ train(_tiny_config(Path(sys.argv[1]), Path(sys.argv[2]), workers=2), after_step=
 
 STATE_KEYS = {"config", "stage", "epoch", "step", "global_step", "planned_epochs", "stage_seconds", "run_seconds",
               "epoch_seconds", "sums", "history", "best", "skipped", "pixel_counts", "class_weights", "optimizer",
-              "scheduler", "scaler", "rng"}
-"""The keys of ``last.pt``'s ``extra`` as the trainer has always written them (a last.pt of an earlier version
-must resume)."""
+              "scheduler", "scaler", "rng", "average", "averaged_epochs"}
+"""The keys of ``last.pt``'s ``extra`` (a last.pt of an earlier version, without the last two, must resume)."""
 
 
 def _equal(a, b) -> bool:
@@ -321,6 +321,28 @@ def test_init_starts_stage_2_from_a_full_checkpoint(tiny_manifest, tmp_path):
     refused = _cli("train", "--manifest", str(tiny_manifest), "--out", str(tmp_path / "cli"), "--init",
                    str(tmp_path / "start.pt"))
     assert refused.returncode != 0 and "--stage 2" in refused.stderr + refused.stdout
+
+
+def test_averaging_the_last_epochs_writes_a_validated_mean(tiny_manifest, tmp_path):
+    config = TrainConfig(manifests=[str(tiny_manifest)], out=str(tmp_path / "run"), stages=(2,),
+                         init=str(SINET_EG1800), stage2_epochs=3, stage2_batch=4, size=64, workers=0, threads=1,
+                         average_epochs=2, lr=1e-3)
+    snapshots = []
+    trainer = Trainer(config, after_step=lambda state: state.step == 3 and snapshots.append(
+        {k: v.clone() for k, v in trainer.raw_model.state_dict().items()}))  # 12 photos, batch 4: epoch ends
+    best = trainer.run()
+    assert best["averaged"]["epochs"] == 2 and 0 < best["averaged"]["iou"] <= 100
+    averaged = load_checkpoint(tmp_path / "run" / "averaged.pt")
+    assert averaged["extra"]["averaged_epochs"] == 2 and averaged["extra"]["val"]["iou"] == best["averaged"]["iou"]
+    weights = averaged["state_dict"]
+    for name in ("encoder.level1.conv.weight", "encoder.level1.bn.weight"):  # the mean of epochs 2 and 3 alone
+        assert torch.allclose(weights[name], (snapshots[1][name] + snapshots[2][name]) / 2, atol=1e-6)
+        assert not torch.allclose(weights[name], snapshots[2][name], atol=1e-6)
+    # BatchNorm statistics are the averaged weights' own, not the last epoch's
+    stats = [k for k in weights if k.endswith("running_mean")]
+    assert stats and not all(torch.equal(weights[k], snapshots[2][k]) for k in stats)
+    # a rerun of the finished run does not average again
+    assert Trainer(replace(config, threads=None), resume=True).run()["averaged"] == best["averaged"]
 
 
 def test_throughput_runs_real_photos_through_the_real_pipeline(tiny_manifest):

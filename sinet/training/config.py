@@ -37,6 +37,9 @@ class TrainConfig:
         stage1_band, stage2_band: band kernels (5 on 28² labels, 15 on 224²).
         class_weighting: ERFNet class weights 1/ln(1.10 + p_c) from the training labels (the authors' default).
         select_from: model selection considers epochs after this fraction of E (0.6).
+        average_epochs: also average the weights at the ends of the last stage's last this many epochs
+            (:mod:`~sinet.training.averaging`): the mean, with BatchNorm statistics re-estimated on one epoch of
+            training batches, is validated and written to ``averaged.pt`` (0 = no averaging).
         size: square input side (224; multiple of 32).
         preprocessing: name of the :data:`~sinet.preprocess.PRESETS` normalisation stored in checkpoints.
         augmentation: PortraitNet augmentation settings (its ``size`` follows ``size``).
@@ -87,6 +90,7 @@ class TrainConfig:
     stage2_band: int = STAGE2_BAND_KERNEL
     class_weighting: bool = True
     select_from: float = 0.6
+    average_epochs: int = 0
     size: int = 224
     preprocessing: str = "imagenet"
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)

@@ -56,6 +56,8 @@ class TrainState:
         scheduler: the LR scheduler's ``state_dict``.
         scaler: the AMP gradient scaler's ``state_dict``.
         rng: Python, NumPy and torch RNG states (:func:`capture_rng`).
+        average: the mean of the weights at the epoch ends averaged so far (``average_epochs``; None before).
+        averaged_epochs: how many epoch ends ``average`` holds.
     """
 
     config: dict[str, Any]
@@ -77,6 +79,8 @@ class TrainState:
     scheduler: dict | None = None
     scaler: dict | None = None
     rng: dict | None = None
+    average: dict | None = None
+    averaged_epochs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The checkpoint's ``extra`` dict (fields by name; ``sums`` as a dict)."""

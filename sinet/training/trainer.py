@@ -1,8 +1,9 @@
 """The trainer: runs (or resumes) the stages of a :class:`~sinet.training.config.TrainConfig` in its ``out`` folder.
 
 Files in the run folder: ``last.pt`` (the resume point: weights plus :class:`~sinet.training.state.TrainState`),
-``stage1_best.pt`` and ``best.pt`` (the selected epochs, which ``sinet eval --weights`` reads), ``config.json``,
-``metrics.csv``, ``curves.png``, ``skipped.csv``.
+``stage1_best.pt`` and ``best.pt`` (the selected epochs, which ``sinet eval --weights`` reads), ``averaged.pt``
+(with ``average_epochs``: the mean of the last epochs' weights), ``config.json``, ``metrics.csv``, ``curves.png``,
+``skipped.csv``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sinet.data import EpochSampler, SegmentationDataset, manifest_samples, scan
 from sinet.loss import BoundaryAwareLoss, class_weights
 from sinet.preprocess import PRESETS
 from sinet.recipe import STAGE1_LABEL_STRIDE
+from sinet.training.averaging import add_to_average, averaged_model
 from sinet.training.config import TrainConfig
 from sinet.training.distributed import Distributed
 from sinet.training.optim import make_optimizer, milestones, plan_epochs, stage_budget, step_schedule
@@ -49,7 +51,7 @@ from sinet_plus.torch_utils import pick_device
 
 console = Console(stderr=True)
 
-STATE_FILE, STAGE1_BEST, BEST = "last.pt", "stage1_best.pt", "best.pt"
+STATE_FILE, STAGE1_BEST, BEST, AVERAGED = "last.pt", "stage1_best.pt", "best.pt", "averaged.pt"
 PROGRESS_SECONDS = 60
 """A progress line within an epoch at most this often (epochs take minutes on a CPU)."""
 
@@ -199,6 +201,8 @@ class Trainer:
             self.dist.barrier()
             self._enter_stage(None)
             self._save_state()
+        if self.config.average_epochs and "averaged" not in self.state.best and self.dist.main:
+            self._finish_average()
         self.dist.close()
         return self.state.best
 
@@ -270,6 +274,9 @@ class Trainer:
         selectable = epoch + 1 > config.select_from * state.planned_epochs
         improved = selectable and (not scores or best is None or scores["iou"] > best["iou"])
         row["selected"] = improved
+        if self._averages(epoch + 1):
+            state.average = add_to_average(state.average, state.averaged_epochs, self.raw_model)
+            state.averaged_epochs += 1
         if improved and self.dist.main:
             state.best[str(stage)] = {"epoch": epoch + 1, "iou": scores.get("iou", float("nan")), **row}
             save_checkpoint(self.out / (STAGE1_BEST if stage == 1 else BEST), self.raw_model, self.preprocessing,
@@ -278,6 +285,32 @@ class Trainer:
         if self.dist.main:
             write_reports(self.out, state.history, self.skipped)
             console.print(epoch_line(row, state.planned_epochs), soft_wrap=True)
+
+
+    def _averages(self, epoch: int) -> bool:
+        """Whether the weights at the end of ``epoch`` (1-based) join the average."""
+        config, state = self.config, self.state
+        return (config.average_epochs > 0 and state.stage == config.stages[-1]
+                and epoch > state.planned_epochs - config.average_epochs)
+
+    def _finish_average(self) -> None:
+        """Validate the mean of the averaged epochs' weights and write it to ``averaged.pt``."""
+        config, state = self.config, self.state
+        sampler = EpochSampler(len(self.train_set), config.seed, state.stage, state.planned_epochs,
+                               epoch_size=config.epoch_size)  # the epoch after the last: batches not trained on
+        batches = DataLoader(self.train_set, batch_size=config.batch(state.stage), sampler=sampler,
+                             num_workers=auto_workers(self.device, config.workers),
+                             worker_init_fn=DiesWithParent(init_worker))
+        model = averaged_model(fresh_model(state.stage, config.seed), state.average, batches, self.device)
+        scores = validate(model, self.val_set, self.criterion, self.device) if len(self.val_set) else {}
+        save_checkpoint(self.out / AVERAGED, model, self.preprocessing,
+                        {"stage": state.stage, "averaged_epochs": state.averaged_epochs, "val": scores,
+                         "config": config.to_dict()})
+        state.best["averaged"] = {"epochs": state.averaged_epochs, "iou": scores.get("iou", float("nan")),
+                                  **{f"val_{k}": v for k, v in scores.items()}}
+        self._save_state()
+        console.print(f"mean of the last {state.averaged_epochs} epochs' weights: "
+                      + (f"val IoU {scores['iou']:.2f}" if scores else "no val") + f"  -> {self.out / AVERAGED}")
 
 
 def train(config: TrainConfig, resume: bool = False, after_step: Callable[[TrainState], None] | None = None) -> dict:

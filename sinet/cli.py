@@ -100,6 +100,11 @@ def train_command(
                                   ] = TRAIN.other_weight_decay,
     boundary_weight: Annotated[float, typer.Option(help="Weight λ of the boundary-band CE.")] = TRAIN.boundary_weight,
     class_weighting: Annotated[bool, typer.Option(help="ERFNet class weights 1/ln(1.1 + p).")] = TRAIN.class_weighting,
+    distill_weight: Annotated[float, typer.Option(help="Weight of a distillation term against the teacher "
+                                                       "probabilities of the manifests' soft_mask column (0 = off)."
+                                                  )] = TRAIN.distill_weight,
+    teacher_maps: Annotated[Optional[list[Path]], typer.Option(help="Manifests whose soft_mask column gives the "
+                                                                    "training rows teacher maps by id.")] = None,
     select_from: Annotated[float, typer.Option(help="Select the best epoch after this share of E.")
                            ] = TRAIN.select_from,
     average_epochs: Annotated[int, typer.Option(help="Also average the weights of the last N epochs into "
@@ -145,8 +150,9 @@ def train_command(
         stage1_epochs=stage1_epochs, stage2_epochs=stage2_epochs, stage1_batch=stage1_batch,
         stage2_batch=stage2_batch, lr=lr, lr_gamma=lr_gamma, conv_weight_decay=conv_weight_decay,
         depthwise_weight_decay=depthwise_weight_decay, other_weight_decay=other_weight_decay,
-        boundary_weight=boundary_weight, class_weighting=class_weighting, select_from=select_from,
-        average_epochs=average_epochs, size=size,
+        boundary_weight=boundary_weight, distill_weight=distill_weight,
+        teacher_maps=[str(m) for m in teacher_maps] if teacher_maps else None, class_weighting=class_weighting,
+        select_from=select_from, average_epochs=average_epochs, size=size,
         preprocessing=preprocessing, augmentation=dataclasses.replace(TRAIN.augmentation, size=size, rotation=rotation),
         seed=seed, workers=workers, threads=threads, device=device, amp=amp, compile=compile,
         checkpoint_every=checkpoint_every, time_budget=time_budget, stage1_share=stage1_share, cache_gb=cache_gb,

@@ -3,9 +3,10 @@
 Rows are read through ``sinet_plus.manifest`` as :class:`Sample` s (what training and evaluation both take) and
 photos through ``sinet_plus.imageio``. A dataset item is ``(image, label)``: a float32 (3, S, S) tensor
 normalised by the checkpoint's :class:`Preprocessing` and an int64 (S/stride, S/stride) label (0 background,
-1 person, 255 ignored: the masks' 128, "unknown"). Training keys are ``(index, seed)`` pairs from
-:class:`EpochSampler`, so each sample's augmentation depends on its seed alone and not on the DataLoader's
-worker count or on where a resumed run restarts.
+1 person, 255 ignored: the masks' 128, "unknown"); with ``soft_targets`` a third float32 (S/stride, S/stride)
+tensor carries a teacher's person probability (the manifest's ``soft_mask``), -1 where the row has none.
+Training keys are ``(index, seed)`` pairs from :class:`EpochSampler`, so each sample's augmentation depends on
+its seed alone and not on the DataLoader's worker count or on where a resumed run restarts.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from sinet.loss import label_pixel_counts
 from sinet.preprocess import Preprocessing
 from sinet.transforms import downsample_labels, sample_seed, seed_transform
 from sinet_plus import manifest as mf
-from sinet_plus.imageio import STORED_UNKNOWN, ImageReadError, read_pair
+from sinet_plus.errors import PathError
+from sinet_plus.imageio import STORED_UNKNOWN, ImageReadError, read_pair, read_probability
 
 
 @dataclass(frozen=True)
@@ -37,11 +39,13 @@ class Sample:
         key: manifest id.
         image: photo path.
         mask: mask path.
+        soft: path of a teacher's probability PNG (``soft_mask``; 0..255 = P(person)), when the row has one.
     """
 
     key: str
     image: Path
     mask: Path
+    soft: Path | None = None
 
 
 def read_labelled(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
@@ -63,9 +67,24 @@ def manifest_samples(manifests: Sequence[str | os.PathLike], split: str | None,
     samples = []
     for path in manifests:
         manifest = mf.select(mf.load(path), split=split, status=statuses, with_mask=True)
-        samples += [Sample(key, manifest.path(image), manifest.path(mask))
-                    for key, image, mask in zip(manifest.frame["id"], manifest.frame["image"], manifest.frame["mask"])]
+        frame = manifest.frame
+        softs = frame["soft_mask"] if "soft_mask" in frame else [None] * len(frame)
+        samples += [Sample(key, manifest.path(image), manifest.path(mask),
+                           manifest.path(soft) if isinstance(soft, str) and soft else None)
+                    for key, image, mask, soft in zip(frame["id"], frame["image"], frame["mask"], softs)]
     return samples
+
+
+def teacher_maps(manifests: Sequence[str | os.PathLike]) -> dict[str, Path]:
+    """Teacher probability maps by row id, from the ``soft_mask`` column of manifests (what ``pipeline
+    pseudo-label --soft`` writes when it labels a training manifest's photos)."""
+    maps: dict[str, Path] = {}
+    for path in manifests:
+        manifest = mf.load(path)
+        if "soft_mask" not in manifest.frame:
+            raise PathError(path, "no soft_mask column to distil from (pipeline pseudo-label --soft writes one)")
+        maps.update({key: soft for key, soft in zip(manifest.frame["id"], manifest.paths("soft_mask")) if soft})
+    return maps
 
 
 @dataclass
@@ -78,7 +97,8 @@ class ScanResult:
 
 
 def scan_samples(samples: Sequence[Sample], description: str = "checking photos and masks") -> ScanResult:
-    """Read every pair once: drop unreadable ones (recording why) and count label pixels per class.
+    """Read every pair (and teacher map) once: drop unreadable ones (recording why) and count label pixels per
+    class.
 
     The counts feed the class weights of the loss (official: over the training labels, before augmentation).
     """
@@ -87,6 +107,8 @@ def scan_samples(samples: Sequence[Sample], description: str = "checking photos 
         for sample in progress.track(samples, description=description):
             try:
                 _, mask = read_labelled(sample)
+                if sample.soft is not None:
+                    read_probability(sample.soft, mask.shape)
             except ImageReadError as error:
                 problems.append((sample.key, str(error)))
                 continue
@@ -105,18 +127,29 @@ class SegmentationDataset(Dataset):
         label_stride: labels are nearest-downsampled by this factor (8 for the stage-1 encoder, 1 otherwise).
         decoded: decoded pairs by sample index, shared with another dataset over the same samples (the next
             training stage), so :meth:`preload` decodes them once.
+        soft_targets: also serve each sample's teacher probabilities, warped with its mask (distillation).
 
     ``dataset[i]`` serves sample ``i`` with the transform's current random state (fine for deterministic
     transforms); ``dataset[(i, seed)]`` reseeds the transform with ``seed`` first (training).
     """
 
     def __init__(self, samples: Sequence[Sample], transform: A.Compose, preprocessing: Preprocessing,
-                 label_stride: int = 1, decoded: dict[int, tuple[np.ndarray, np.ndarray]] | None = None):
+                 label_stride: int = 1, decoded: dict[int, tuple[np.ndarray, ...]] | None = None,
+                 soft_targets: bool = False):
         self.samples = list(samples)
         self.transform = transform
         self.preprocessing = preprocessing
         self.label_stride = label_stride
         self.decoded = {} if decoded is None else decoded
+        self.soft_targets = soft_targets
+
+    def _read(self, index: int) -> tuple[np.ndarray, ...]:
+        """Photo and mask of sample ``index``, and with ``soft_targets`` its probability map (None without)."""
+        sample = self.samples[index]
+        pair = read_labelled(sample)
+        if not self.soft_targets:
+            return pair
+        return (*pair, None if sample.soft is None else read_probability(sample.soft, pair[1].shape))
 
     def preload(self, max_bytes: int) -> int:
         """Keep decoded photo/mask pairs in memory, in sample order, up to ``max_bytes``; returns how many.
@@ -134,29 +167,33 @@ class SegmentationDataset(Dataset):
         with Progress(transient=True) as progress:
             for index in progress.track(range(len(self.samples)), description="decoding photos into memory"):
                 try:
-                    pair = read_labelled(self.samples[index])
+                    arrays = self._read(index)
                 except ImageReadError:
                     continue
-                size = pair[0].nbytes + pair[1].nbytes
+                size = sum(array.nbytes for array in arrays if array is not None)
                 if used + size > max_bytes:
                     break
-                self.decoded[index] = pair
+                self.decoded[index] = arrays
                 used += size
         return len(self.decoded)
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, ...]:
         index, seed = key if isinstance(key, tuple) else (key, None)
-        sample = self.samples[index]
-        image, mask = self.decoded[index] if index in self.decoded else read_labelled(sample)
+        image, mask, *soft = self.decoded[index] if index in self.decoded else self._read(index)
         if seed is not None:
             seed_transform(self.transform, seed)
-        out = self.transform(image=image, mask=mask)
-        label = out["mask"] if self.label_stride == 1 else downsample_labels(out["mask"], self.label_stride)
-        return (torch.from_numpy(self.preprocessing.normalise(out["image"])),
-                torch.from_numpy(label.astype(np.int64)))
+        maps = [mask] if not soft or soft[0] is None else [mask, soft[0]]
+        out = self.transform(image=image, masks=maps)
+        maps = [m if self.label_stride == 1 else downsample_labels(m, self.label_stride) for m in out["masks"]]
+        served = (torch.from_numpy(self.preprocessing.normalise(out["image"])),
+                  torch.from_numpy(maps[0].astype(np.int64)))
+        if not self.soft_targets:
+            return served
+        probability = maps[1].astype(np.float32) / 255 if len(maps) > 1 else np.full(maps[0].shape, -1, np.float32)
+        return (*served, torch.from_numpy(probability))
 
 
 CYCLE_KEY = 2**31 - 1

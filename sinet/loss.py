@@ -128,6 +128,24 @@ class BoundaryAwareLoss(nn.Module):
         return whole + self.boundary_weight * band
 
 
+def distillation_loss(logits: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor,
+                      ignore_index: int = IGNORE) -> torch.Tensor:
+    """Cross-entropy of the model's class probabilities against a teacher's soft ones (background 1 − p, person
+    p), averaged over the pixels that have a teacher probability (≥ 0; rows without a map carry -1) and a known
+    label; a graph-keeping 0 where there are none.
+
+    Args:
+        logits: (N, 2, H, W) raw scores; computed in float32 whatever their dtype (AMP).
+        teacher: (N, H, W) teacher person probabilities in [0, 1], -1 where there is no teacher map.
+        labels: (N, H, W) the labels, whose unknown pixels stay out here too.
+        ignore_index: label of unknown pixels.
+    """
+    log_probs = F.log_softmax(logits.float(), 1)
+    target = teacher.clamp(0, 1)
+    pixel_loss = -(target * log_probs[:, 1] + (1 - target) * log_probs[:, 0])
+    return _weighted_mean(pixel_loss, ((teacher >= 0) & (labels != ignore_index)).float())
+
+
 def _weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Σ w·v / Σ w, or a graph-keeping 0 when Σ w is 0 (no pixels to average)."""
     total = weights.sum()

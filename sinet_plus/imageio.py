@@ -134,6 +134,19 @@ def read_mask(path: str | os.PathLike, unknown_value: int | None = None,
     return mask
 
 
+def read_probability(path: str | os.PathLike, shape: tuple[int, int], max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read a probability map written as an 8-bit grayscale PNG (0..255 = P(person), e.g. ``soft_mask``) as
+    ``uint8`` (H, W), refusing one whose size is not ``shape`` (its photo's)."""
+    image = _open(path, max_pixels)
+    if image.mode != "L":
+        raise ImageReadError(path, f"a probability map must be 8-bit grayscale, not mode {image.mode}")
+    array = np.asarray(image)
+    if array.shape != tuple(shape):
+        raise ImageReadError(path, f"probability map is {array.shape[1]}x{array.shape[0]} but its photo is "
+                                   f"{shape[1]}x{shape[0]}")
+    return np.ascontiguousarray(array)
+
+
 def read_pair(image_path: str | os.PathLike, mask_path: str | os.PathLike,
               unknown_value: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read a photo and its mask, refusing a mask whose size differs from the photo's."""

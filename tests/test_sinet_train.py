@@ -4,6 +4,7 @@ resumed (it must end exactly where an unbroken run ends)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,13 +15,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageEnhance
+from teacher_helpers import small_manifest
 from typer.testing import CliRunner
 
+from pipeline.cli import app as pipeline_app
 from pipeline.importers import import_eg1800
 from sinet.checkpoint import load_checkpoint, load_model, save_checkpoint
 from sinet.cli import app as sinet_app
-from sinet.data import EpochSampler, SegmentationDataset, manifest_samples
+from sinet.data import EpochSampler, SegmentationDataset, manifest_samples, teacher_maps
+from sinet.loss import distillation_loss
 from sinet.model import SINet, SINetEncoder
 from sinet.preprocess import IMAGENET
 from sinet.recipe import AugmentationConfig
@@ -43,6 +48,7 @@ from sinet_plus.imageio import IGNORE, read_image, read_pair
 from sinet_plus.manifest import Manifest, write_manifest
 
 PROJECT = Path(__file__).resolve().parents[1]
+IMAGENET_64 = IMAGENET.__class__.from_dict({**IMAGENET.to_dict(), "size": [64, 64]})
 
 
 @pytest.fixture(scope="module")
@@ -343,6 +349,59 @@ def test_averaging_the_last_epochs_writes_a_validated_mean(tiny_manifest, tmp_pa
     assert stats and not all(torch.equal(weights[k], snapshots[2][k]) for k in stats)
     # a rerun of the finished run does not average again
     assert Trainer(replace(config, threads=None), resume=True).run()["averaged"] == best["averaged"]
+
+
+def test_distillation_loss_is_the_cross_entropy_against_the_teacher():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 2, 8, 8, requires_grad=True)
+    labels = torch.randint(0, 2, (2, 8, 8))
+    assert torch.allclose(distillation_loss(logits, labels.float(), labels), F.cross_entropy(logits, labels))
+    assert distillation_loss(torch.zeros(1, 2, 4, 4), torch.full((1, 4, 4), 0.5), labels[:1, :4, :4]).item() == \
+        pytest.approx(math.log(2))
+    one_map = labels.float()
+    one_map[1] = -1  # the second photo has no teacher map: it counts nowhere
+    assert torch.allclose(distillation_loss(logits, one_map, labels), F.cross_entropy(logits[:1], labels[:1]))
+    unknown = labels.clone()
+    unknown[0] = IGNORE  # unknown pixels stay out as in the official loss
+    assert torch.allclose(distillation_loss(logits, labels.float(), unknown), F.cross_entropy(logits[1:], labels[1:]))
+    nothing = distillation_loss(logits, torch.full((2, 8, 8), -1.0), labels)
+    nothing.backward()  # no teacher pixel at all: 0, and the graph still runs
+    assert nothing.item() == 0
+
+
+@pytest.mark.slow
+def test_distillation_trains_on_the_teachers_maps_warped_with_the_masks(eg1800_dir, tmp_path):
+    manifest = small_manifest(eg1800_dir, tmp_path / "small.csv")
+    labelled = tmp_path / "teacher"
+    result = CliRunner().invoke(pipeline_app, ["pseudo-label", str(manifest), "--out", str(labelled), "--soft",
+                                               "--no-faces", "--long-side", "128", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    maps = teacher_maps([labelled / "manifest.csv"])
+    assert len(maps) == 7 and all(path.is_file() for path in maps.values())  # 00008 is missing from EG1800
+
+    samples = [replace(s, soft=maps[s.key]) for s in manifest_samples([manifest], "train") if s.key in maps]
+    samples[-1] = replace(samples[-1], soft=None)  # a row without a map
+    for stride in (1, 8):
+        plain = SegmentationDataset(samples, train_transform(AugmentationConfig(size=64)), IMAGENET_64, stride)
+        soft = SegmentationDataset(samples, train_transform(AugmentationConfig(size=64)), IMAGENET_64, stride,
+                                   soft_targets=True)
+        for index in range(len(samples)):
+            image, label = plain[(index, 7 + index)]
+            image_soft, label_soft, teacher = soft[(index, 7 + index)]
+            assert torch.equal(image, image_soft) and torch.equal(label, label_soft)  # same draw with the map
+            if index == len(samples) - 1:
+                assert (teacher == -1).all()
+                continue
+            known = label != IGNORE
+            agreement = ((teacher >= 0.5) == (label == 1))[known].float().mean()
+            assert 0 <= teacher.min() and teacher.max() <= 1 and agreement > 0.9, (stride, index, agreement)
+
+    config = TrainConfig(manifests=[str(manifest)], out=str(tmp_path / "run"), stages=(2,), init=str(SINET_EG1800),
+                         stage2_epochs=1, stage2_batch=3, size=64, workers=0, threads=1, distill_weight=1.0,
+                         teacher_maps=[str(labelled / "manifest.csv")])
+    assert "2" in train(config)
+    with pytest.raises(UserError, match="--distill-weight needs teacher maps"):
+        train(replace(config, out=str(tmp_path / "no-maps"), teacher_maps=None))
 
 
 def test_throughput_runs_real_photos_through_the_real_pipeline(tiny_manifest):

@@ -35,6 +35,11 @@ class TrainConfig:
         lr_milestones: milestones as fractions of E (E/2 and E − E/6).
         boundary_weight: λ of the band term (0.5).
         stage1_band, stage2_band: band kernels (5 on 28² labels, 15 on 224²).
+        distill_weight: weight of a distillation term (not in the official recipe): the cross-entropy of the
+            model's probabilities against a teacher's, from the manifests' ``soft_mask`` column (written by
+            ``pipeline pseudo-label --soft``), on the rows that have one (0 = off).
+        teacher_maps: manifests whose ``soft_mask`` column gives training rows their teacher maps by id (e.g.
+            ``pipeline pseudo-label --soft`` run over a training manifest); they win over the rows' own column.
         class_weighting: ERFNet class weights 1/ln(1.10 + p_c) from the training labels (the authors' default).
         select_from: model selection considers epochs after this fraction of E (0.6).
         average_epochs: also average the weights at the ends of the last stage's last this many epochs
@@ -88,6 +93,8 @@ class TrainConfig:
     boundary_weight: float = 0.5
     stage1_band: int = STAGE1_BAND_KERNEL
     stage2_band: int = STAGE2_BAND_KERNEL
+    distill_weight: float = 0.0
+    teacher_maps: list[str] | None = None
     class_weighting: bool = True
     select_from: float = 0.6
     average_epochs: int = 0

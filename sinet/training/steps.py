@@ -11,7 +11,7 @@ from rich.console import Console
 from torch import nn
 
 from sinet.data import Sample, SegmentationDataset
-from sinet.loss import BoundaryAwareLoss
+from sinet.loss import BoundaryAwareLoss, distillation_loss
 from sinet.metrics import ScoreBoard
 from sinet.model import SINet, SINetEncoder
 from sinet.preprocess import Preprocessing
@@ -76,16 +76,23 @@ class CompiledOrEager:
 
 
 def train_step(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, criterion: BoundaryAwareLoss,
-               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, device: torch.device
-               ) -> tuple[float, float]:
-    """One optimizer step; returns the two loss terms (whole image, band) of the batch."""
+               optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, device: torch.device,
+               teacher: torch.Tensor | None = None, distill_weight: float = 0.0) -> tuple[float, float]:
+    """One optimizer step; returns the two loss terms (whole image, band) of the batch.
+
+    With ``teacher`` (per-pixel person probabilities, -1 where a sample has none) the step also minimises
+    ``distill_weight`` times :func:`~sinet.loss.distillation_loss`.
+    """
     images = images.to(device, non_blocking=True)
     labels = labels.to(device, non_blocking=True)
     with autocast(device):
         logits = model(images)
     whole, band = criterion.terms(logits, labels)
+    loss = whole + criterion.boundary_weight * band
+    if teacher is not None and distill_weight:
+        loss = loss + distill_weight * distillation_loss(logits, teacher.to(device, non_blocking=True), labels)
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(whole + criterion.boundary_weight * band).backward()
+    scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
     return whole.item(), band.item()

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from sinet.checkpoint import load_checkpoint, save_checkpoint
-from sinet.data import EpochSampler, SegmentationDataset, manifest_samples, scan_samples
+from sinet.data import EpochSampler, SegmentationDataset, manifest_samples, scan_samples, teacher_maps
 from sinet.loss import BoundaryAwareLoss, class_weights
 from sinet.preprocess import PRESETS
 from sinet.recipe import STAGE1_LABEL_STRIDE
@@ -99,6 +99,15 @@ class Trainer:
     def _prepare_data(self, saved: TrainState | None) -> None:
         config = self.config
         samples = manifest_samples(config.manifests, config.split)
+        sources = ", ".join(map(str, config.manifests))
+        if config.distill_weight:
+            maps = teacher_maps(config.teacher_maps or [])
+            samples = [dataclasses.replace(s, soft=maps.get(s.key, s.soft)) for s in samples]
+            if not any(s.soft for s in samples):
+                raise UserError(f"--distill-weight needs teacher maps, but no training row of {sources} has a "
+                                "soft_mask (give --teacher-maps)")
+        else:
+            samples = [dataclasses.replace(s, soft=None) for s in samples]
         if saved is None:
             scan = scan_samples(samples)
             self.skipped = [{"id": i, "split": config.split, "reason": r} for i, r in scan.problems]
@@ -107,7 +116,6 @@ class Trainer:
             self.skipped, self.pixel_counts = saved.skipped, saved.pixel_counts
         dropped = {row["id"] for row in self.skipped if row["split"] == config.split}
         self.samples = [s for s in samples if s.key not in dropped]
-        sources = ", ".join(map(str, config.manifests))
         if not self.samples:
             raise UserError(f"no readable accepted rows with masks in split {config.split!r} of {sources}")
         if config.class_weighting and not sum(self.pixel_counts):
@@ -144,7 +152,7 @@ class Trainer:
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.criterion = BoundaryAwareLoss(config.band(stage), config.boundary_weight, self.weights).to(self.device)
         self.train_set = SegmentationDataset(self.samples, train_transform(self.augmentation), self.preprocessing,
-                                             stride, decoded=self.decoded)
+                                             stride, decoded=self.decoded, soft_targets=config.distill_weight > 0)
         self.train_set.preload(config.cache_bytes)
         steps = (self.state.planned_epochs - self.state.epoch) * (config.epoch_size or len(self.train_set)) // (
             config.batch(stage) * self.dist.world_size)
@@ -220,10 +228,10 @@ class Trainer:
         self.model.train()
         steps = state.step + len(loader)
         started = last_report = time.perf_counter()
-        for images, labels in loader:
+        for images, labels, *teacher in loader:
             model = self.compiled if len(labels) == batch else self.model
             whole, band = train_step(model, images, labels, self.criterion, self.optimizer, self.scaler,
-                                     self.device)
+                                     self.device, *teacher, distill_weight=config.distill_weight)
             sums = state.sums
             sums.loss += whole * len(labels)
             sums.band_loss += band * len(labels)

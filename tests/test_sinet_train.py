@@ -396,10 +396,15 @@ def test_distillation_trains_on_the_teachers_maps_warped_with_the_masks(eg1800_d
             agreement = ((teacher >= 0.5) == (label == 1))[known].float().mean()
             assert 0 <= teacher.min() and teacher.max() <= 1 and agreement > 0.9, (stride, index, agreement)
 
+    broken = pd.read_csv(labelled / "manifest.csv")
+    broken.loc[broken["id"] == "eg1800/00003", "soft_mask"] = "soft/missing.png"
+    broken.to_csv(labelled / "broken.csv", index=False)  # beside manifest.csv: its relative paths still hold
     config = TrainConfig(manifests=[str(manifest)], out=str(tmp_path / "run"), stages=(2,), init=str(SINET_EG1800),
                          stage2_epochs=1, stage2_batch=3, size=64, workers=0, threads=1, distill_weight=1.0,
-                         teacher_maps=[str(labelled / "manifest.csv")])
+                         teacher_maps=[str(labelled / "broken.csv")])
     assert "2" in train(config)
+    skipped = pd.read_csv(tmp_path / "run" / "skipped.csv").set_index("id")["reason"]
+    assert "missing.png" in skipped["eg1800/00003"] and "00008.jpg" in skipped["eg1800/00008"]
     with pytest.raises(UserError, match="--distill-weight needs teacher maps"):
         train(replace(config, out=str(tmp_path / "no-maps"), teacher_maps=None))
 

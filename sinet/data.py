@@ -152,7 +152,8 @@ class SegmentationDataset(Dataset):
         return (*pair, None if sample.soft is None else read_probability(sample.soft, pair[1].shape))
 
     def preload(self, max_bytes: int) -> int:
-        """Keep decoded photo/mask pairs in memory, in sample order, up to ``max_bytes``; returns how many.
+        """Keep decoded photos, masks (and teacher maps) in memory, in sample order, up to ``max_bytes``; returns
+        how many samples.
 
         Decoding is most of what a training sample costs (docs/training.md), and it is the same every epoch.
         Call it before the DataLoader starts its workers: they are forked and share

@@ -1,9 +1,10 @@
 """Copy trained checkpoints into ``sinet/weights/`` in their shipped form (see sinet/weights/MODEL_CARD.md).
 
-    python scripts/ship_weights.py --sinet runs/s0/best.pt --sinet-plus runs/long/sinet-plus/best.pt \
+    python scripts/ship_weights.py --sinet runs/s0/best.pt --sinet-plus runs/long/sinet-plus-kd/averaged.pt \
         --teacher runs/teacher/teacher.pt
 
-- SINet and SINet+: ``best.pt`` as ``sinet train`` wrote it (weights, preprocessing and training config; ~0.5 MB).
+- SINet and SINet+: ``best.pt`` (or ``averaged.pt``) as ``sinet train`` wrote it (weights, preprocessing and
+  training config; ~0.5 MB).
 - Teacher: the ensemble file ``pipeline build-teacher`` wrote (members embedded, large weights as int8 with a
   scale per output channel, its calibration in the card), copied as it is.
 
@@ -31,7 +32,7 @@ def ship(source: Path, target: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sinet", type=Path, help="SINet best.pt trained on EG1800 alone (the common start)")
-    parser.add_argument("--sinet-plus", type=Path, help="SINet best.pt trained on EG1800 and the curated data")
+    parser.add_argument("--sinet-plus", type=Path, help="SINet checkpoint trained on EG1800 and the curated data")
     parser.add_argument("--teacher", type=Path, help="teacher ensemble file from pipeline build-teacher")
     args = parser.parse_args()
     FOLDER.mkdir(exist_ok=True)

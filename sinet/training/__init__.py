@@ -16,5 +16,6 @@ Modules (import from them; this package's face stays empty so that reading the o
 :mod:`~sinet.training.config` (the options), :mod:`~sinet.training.optim` (optimizer, LR schedule,
 time-budget plan), :mod:`~sinet.training.state` (what ``last.pt`` holds), :mod:`~sinet.training.steps` (one
 step, validation, loader workers), :mod:`~sinet.training.trainer` (the loop), :mod:`~sinet.training.report`
-(metrics, curves), :mod:`~sinet.training.distributed` (``torchrun``).
+(metrics, curves), :mod:`~sinet.training.averaging` (weight averaging of the last epochs),
+:mod:`~sinet.training.distributed` (``torchrun``).
 """

@@ -221,10 +221,7 @@ class Trainer:
             step_schedule(self.scheduler)
         sampler = EpochSampler(len(self.train_set), config.seed, stage, epoch, start=state.step * batch,
                                rank=self.dist.rank, world_size=self.dist.world_size, epoch_size=config.epoch_size)
-        loader = DataLoader(self.train_set, batch_size=batch, sampler=sampler,
-                            num_workers=auto_workers(self.device, config.workers),
-                            worker_init_fn=DiesWithParent(init_worker),
-                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        loader = self._loader(sampler)
         self.model.train()
         steps = state.step + len(loader)
         started = last_report = time.perf_counter()
@@ -250,6 +247,13 @@ class Trainer:
                 self.after_step(state)
         self._bank_time(started)
         self._finish_epoch()
+
+    def _loader(self, sampler: EpochSampler) -> DataLoader:
+        """Training batches of the stage in progress in ``sampler``'s order."""
+        return DataLoader(self.train_set, batch_size=self.config.batch(self.state.stage), sampler=sampler,
+                          num_workers=auto_workers(self.device, self.config.workers),
+                          worker_init_fn=DiesWithParent(init_worker),
+                          pin_memory=self.device.type == "cuda", persistent_workers=False)
 
     def _bank_time(self, started: float) -> None:
         seconds = time.perf_counter() - started
@@ -294,7 +298,6 @@ class Trainer:
             write_reports(self.out, state.history, self.skipped)
             console.print(epoch_line(row, state.planned_epochs), soft_wrap=True)
 
-
     def _averages(self, epoch: int) -> bool:
         """Whether the weights at the end of ``epoch`` (1-based) join the average."""
         config, state = self.config, self.state
@@ -306,16 +309,13 @@ class Trainer:
         config, state = self.config, self.state
         sampler = EpochSampler(len(self.train_set), config.seed, state.stage, state.planned_epochs,
                                epoch_size=config.epoch_size)  # the epoch after the last: batches not trained on
-        batches = DataLoader(self.train_set, batch_size=config.batch(state.stage), sampler=sampler,
-                             num_workers=auto_workers(self.device, config.workers),
-                             worker_init_fn=DiesWithParent(init_worker))
-        model = averaged_model(fresh_model(state.stage, config.seed), state.average, batches, self.device)
+        model = averaged_model(fresh_model(state.stage, config.seed), state.average, self._loader(sampler),
+                               self.device)
         scores = validate(model, self.val_set, self.criterion, self.device) if len(self.val_set) else {}
         save_checkpoint(self.out / AVERAGED, model, self.preprocessing,
                         {"stage": state.stage, "averaged_epochs": state.averaged_epochs, "val": scores,
                          "config": config.to_dict()})
-        state.best["averaged"] = {"epochs": state.averaged_epochs, "iou": scores.get("iou", float("nan")),
-                                  **{f"val_{k}": v for k, v in scores.items()}}
+        state.best["averaged"] = {"epochs": state.averaged_epochs, "iou": float("nan"), **scores}
         self._save_state()
         console.print(f"mean of the last {state.averaged_epochs} epochs' weights: "
                       + (f"val IoU {scores['iou']:.2f}" if scores else "no val") + f"  -> {self.out / AVERAGED}")

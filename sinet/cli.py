@@ -71,6 +71,20 @@ def _score_table(title: str, rows: dict[str, dict]) -> Table:
 
 # ---- train: the `sinet train` command (sinet/training/ owns its core) ----
 
+def _source_shares(values: list[str] | None) -> list[tuple[str, float]] | None:
+    """``SOURCE=SHARE`` values as pairs; a malformed one is a usage error naming it."""
+    pairs = []
+    for value in values or []:
+        source, _, share = value.partition("=")
+        try:
+            pairs.append((source.strip(), float(share)))
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not SOURCE=SHARE (e.g. baidu_crop=0.2)") from None
+        if not source.strip():
+            raise typer.BadParameter(f"{value!r} names no source (SOURCE=SHARE, e.g. baidu_crop=0.2)")
+    return pairs or None
+
+
 @app.command("train")
 def train_command(
     out: Annotated[Path, typer.Option(help="Run folder: last.pt, stage1_best.pt, best.pt, metrics.csv, "
@@ -134,6 +148,10 @@ def train_command(
     epoch_size: Annotated[Optional[int], typer.Option(help="Samples per epoch (default: every training sample "
                                                            "once); equal steps across training sets.")
                           ] = TRAIN.epoch_size,
+    source_share: Annotated[Optional[list[str]], typer.Option(
+        help="SOURCE=SHARE (repeatable): that share of each epoch's samples comes from the rows of that manifest "
+             "source, e.g. baidu_crop=0.2; unlisted sources share the rest by size.", callback=_source_shares)
+                            ] = None,
 ) -> None:
     """Two-stage training with the official recipe (encoder on 1/8 labels, then the full model)."""
     from sinet.training.trainer import train
@@ -156,7 +174,7 @@ def train_command(
         preprocessing=preprocessing, augmentation=dataclasses.replace(TRAIN.augmentation, size=size, rotation=rotation),
         seed=seed, workers=workers, threads=threads, device=device, amp=amp, compile=compile,
         checkpoint_every=checkpoint_every, time_budget=time_budget, stage1_share=stage1_share, cache_gb=cache_gb,
-        epoch_size=epoch_size)
+        epoch_size=epoch_size, source_shares=dict(source_share) if source_share else TRAIN.source_shares)
     best = train(config, resume=resume)
     for stage_name, scores in best.items():
         if stage_name == "averaged":

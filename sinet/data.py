@@ -40,12 +40,14 @@ class Sample:
         image: photo path.
         mask: mask path.
         soft: path of a teacher's probability PNG (``soft_mask``; 0..255 = P(person)), when the row has one.
+        source: the row's ``source`` (e.g. ``eg1800``, ``baidu_crop``, ``pseudo``), for per-source sampling shares.
     """
 
     key: str
     image: Path
     mask: Path
     soft: Path | None = None
+    source: str = ""
 
 
 def read_labelled(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
@@ -70,9 +72,42 @@ def manifest_samples(manifests: Sequence[str | os.PathLike], split: str | None,
         frame = manifest.frame
         softs = frame["soft_mask"] if "soft_mask" in frame else [None] * len(frame)
         samples += [Sample(key, manifest.path(image), manifest.path(mask),
-                           manifest.path(soft) if isinstance(soft, str) and soft else None)
-                    for key, image, mask, soft in zip(frame["id"], frame["image"], frame["mask"], softs)]
+                           manifest.path(soft) if isinstance(soft, str) and soft else None, source)
+                    for key, image, mask, soft, source in zip(frame["id"], frame["image"], frame["mask"], softs,
+                                                              frame["source"])]
     return samples
+
+
+def source_groups(samples: Sequence[Sample], shares: dict[str, float]) -> list[tuple[list[int], float]]:
+    """Sample indices by ``source`` with each source's share of an epoch, for :class:`EpochSampler`.
+
+    Args:
+        samples: the training samples, in dataset order.
+        shares: shares of the listed sources (each in (0, 1], summing to at most 1); the sources not listed
+            share the rest in proportion to their numbers of samples.
+
+    Raises:
+        ValueError: naming the problem: a listed source with no sample, shares out of range, a rest that no
+            unlisted source takes, or unlisted sources left without a share.
+    """
+    by_source: dict[str, list[int]] = {}
+    for index, sample in enumerate(samples):
+        by_source.setdefault(sample.source, []).append(index)
+    found = ", ".join(f"{name} ({len(rows)})" for name, rows in by_source.items())
+    missing = sorted(set(shares) - set(by_source))
+    if missing:
+        raise ValueError(f"no training row has source {', '.join(missing)}; sources found: {found}")
+    if any(not 0 < share <= 1 for share in shares.values()) or sum(shares.values()) > 1 + 1e-9:
+        raise ValueError(f"source shares must lie in (0, 1] and sum to at most 1, got {shares}")
+    rest = 1 - sum(shares.values())
+    unlisted = {name: rows for name, rows in by_source.items() if name not in shares}
+    if unlisted and rest <= 1e-9:
+        raise ValueError(f"the shares sum to 1, leaving nothing for {', '.join(unlisted)}; sources found: {found}")
+    if not unlisted and rest > 1e-9:
+        raise ValueError(f"the shares sum to {1 - rest:g} and every source is listed; sources found: {found}")
+    unlisted_total = sum(map(len, unlisted.values()))
+    return [(rows, shares[name] if name in shares else rest * len(rows) / unlisted_total)
+            for name, rows in by_source.items()]
 
 
 def teacher_maps(manifests: Sequence[str | os.PathLike]) -> dict[str, Path]:
@@ -199,6 +234,8 @@ class SegmentationDataset(Dataset):
 
 CYCLE_KEY = 2**31 - 1
 """Seed key that tells the permutations of a fixed-size epoch stream from the per-epoch ones."""
+GROUP_KEY = 2**31 - 2
+"""Seed key of the per-source streams and of the mixing of an epoch drawn with source shares."""
 
 
 class EpochSampler(Sampler):
@@ -214,30 +251,49 @@ class EpochSampler(Sampler):
         shuffle: False keeps manifest order (throughput measurements, debugging).
         epoch_size: samples per epoch (None = ``size``): epoch ``e`` takes positions ``e·k .. (e+1)·k`` of the
             stream of permutations ``(seed, stage, cycle)``, cycle after cycle (see ``TrainConfig.epoch_size``).
+        groups: per-source ``(indices, share)`` from :func:`source_groups` (None = one pool): each epoch takes
+            ``share`` of its samples from each group's own stream of permutations, so a group is seen evenly
+            whatever its size, and then mixes them with a permutation of the epoch.
     """
 
     def __init__(self, size: int, seed: int, stage: int, epoch: int, start: int = 0, rank: int = 0,
-                 world_size: int = 1, shuffle: bool = True, epoch_size: int | None = None):
+                 world_size: int = 1, shuffle: bool = True, epoch_size: int | None = None,
+                 groups: Sequence[tuple[Sequence[int], float]] | None = None):
         self.size, self.seed, self.stage, self.epoch = size, seed, stage, epoch
         self.start, self.rank, self.world_size, self.shuffle = start, rank, world_size, shuffle
-        self.epoch_size = epoch_size
+        self.epoch_size, self.groups = epoch_size, groups
 
-    def _permutation(self, *keys: int) -> list[int]:
+    def _permutation(self, size: int, *keys: int) -> list[int]:
         generator = torch.Generator().manual_seed(sample_seed(self.seed, self.stage, *keys))
-        return torch.randperm(self.size, generator=generator).tolist()
+        return torch.randperm(size, generator=generator).tolist()
+
+    def _stream(self, size: int, first: int, count: int, *keys: int) -> list[int]:
+        """Positions ``first .. first + count`` of a stream of seeded permutations of ``range(size)``."""
+        cycles = range(first // size, (first + count - 1) // size + 1)
+        stream = [index for cycle in cycles for index in self._permutation(size, *keys, cycle)]
+        offset = first - cycles[0] * size
+        return stream[offset:offset + count]
+
+    def _mixed(self, total: int) -> list[int]:
+        """An epoch of ``total`` samples drawn from the groups by share (largest remainders round the counts)."""
+        wanted = [share * total for _, share in self.groups]
+        counts = [math.floor(w) for w in wanted]
+        for g in sorted(range(len(counts)), key=lambda g: counts[g] - wanted[g])[:total - sum(counts)]:
+            counts[g] += 1
+        order = [indices[i] for g, ((indices, _), count) in enumerate(zip(self.groups, counts)) if count
+                 for i in self._stream(len(indices), self.epoch * count, count, GROUP_KEY, g)]
+        return [order[i] for i in self._permutation(total, GROUP_KEY, self.epoch)]
 
     def order(self) -> list[int]:
         """This process's sample indices for the whole epoch (before skipping ``start``)."""
         if not self.shuffle:
             order = list(range(self.size))
+        elif self.groups is not None:
+            order = self._mixed(self.epoch_size or self.size)
         elif self.epoch_size is None:
-            order = self._permutation(self.epoch)
+            order = self._permutation(self.size, self.epoch)
         else:
-            first = self.epoch * self.epoch_size
-            cycles = range(first // self.size, (first + self.epoch_size - 1) // self.size + 1)
-            stream = [index for cycle in cycles for index in self._permutation(CYCLE_KEY, cycle)]
-            offset = first - cycles[0] * self.size
-            order = stream[offset:offset + self.epoch_size]
+            order = self._stream(self.size, self.epoch * self.epoch_size, self.epoch_size, CYCLE_KEY)
         return order[self.rank::self.world_size]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:

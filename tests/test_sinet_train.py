@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -24,7 +25,7 @@ from pipeline.cli import app as pipeline_app
 from pipeline.importers import import_eg1800
 from sinet.checkpoint import load_checkpoint, load_model, save_checkpoint
 from sinet.cli import app as sinet_app
-from sinet.data import EpochSampler, SegmentationDataset, manifest_samples, teacher_maps
+from sinet.data import EpochSampler, Sample, SegmentationDataset, manifest_samples, source_groups, teacher_maps
 from sinet.loss import distillation_loss
 from sinet.model import SINet, SINetEncoder
 from sinet.preprocess import IMAGENET
@@ -170,6 +171,62 @@ def test_fixed_epoch_size_gives_equal_steps_and_fair_coverage():
     # a pool smaller than an epoch: each epoch is longer than the pool and still balanced over cycles
     big = [i for i, _ in EpochSampler(3, seed=1, stage=2, epoch=0, epoch_size=7)]
     assert len(big) == 7 and max(np.bincount(big)) - min(np.bincount(big)) <= 1
+
+
+def test_source_shares_fix_each_epochs_mix_and_cover_each_source_evenly():
+    samples = [Sample(f"s{i}", Path("p.jpg"), Path("m.png"), source="crop" if i in (2, 5, 8) else "eg1800")
+               for i in range(10)]
+    groups = source_groups(samples, {"crop": 0.2})
+    assert groups == [([0, 1, 3, 4, 6, 7, 9], pytest.approx(0.8)), ([2, 5, 8], 0.2)]
+
+    def epoch(e, **options):
+        return [i for i, _ in EpochSampler(10, seed=1, stage=2, epoch=e, epoch_size=10, groups=groups, **options)]
+
+    epochs = [epoch(e) for e in range(6)]
+    # 2 of every 10 samples are crops (30 % of the rows), and over 6 epochs each crop comes 4 times, each other
+    # photo 6 or 7 times: every source's rows are drawn evenly, cycle after cycle
+    assert [sum(i in (2, 5, 8) for i in e) for e in epochs] == [2] * 6
+    counts = np.bincount([i for e in epochs for i in e], minlength=10)
+    assert counts[[2, 5, 8]].tolist() == [4, 4, 4] and set(np.delete(counts, [2, 5, 8])) <= {6, 7}
+    assert epochs == [epoch(e) for e in range(6)] and epochs[0] != epochs[1]
+    assert epoch(3, start=4) == epochs[3][4:]
+    assert sorted(i for r in range(3) for i in epoch(3, rank=r, world_size=3)) == sorted(epochs[3])
+    # without an epoch size an epoch has one sample per row, mixed by the same shares
+    assert len([i for i, _ in EpochSampler(10, seed=1, stage=2, epoch=0, groups=groups)]) == 10
+
+
+@pytest.mark.parametrize("shares, problem", [
+    ({"pseudo": 0.2}, "no training row has source pseudo; sources found: eg1800 (7), crop (3)"),
+    ({"crop": 1.5}, "must lie in (0, 1]"),
+    ({"crop": 0.6, "eg1800": 0.6}, "sum to at most 1"),
+    ({"crop": 0.3, "eg1800": 0.5}, "sum to 0.8 and every source is listed"),
+    ({"crop": 1.0}, "leaving nothing for eg1800"),
+])
+def test_source_shares_that_cannot_be_met_are_refused_with_the_reason(shares, problem):
+    samples = [Sample(f"s{i}", Path("p.jpg"), Path("m.png"), source="crop" if i in (2, 5, 8) else "eg1800")
+               for i in range(10)]
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        source_groups(samples, shares)
+
+
+def test_train_takes_source_shares_from_the_manifests_source_column(tiny_manifest, tmp_path):
+    manifest = Manifest(pd.read_csv(tiny_manifest), tiny_manifest.parent)
+    manifest.frame.loc[manifest.frame.index[:4], "source"] = "baidu_crop"  # 4 of 12 readable train rows
+    mixed = tmp_path / "mixed.csv"
+    write_manifest(manifest, mixed)
+    samples = manifest_samples([mixed], "train")
+    assert [s.source for s in samples[:5]] == ["baidu_crop"] * 4 + ["eg1800"]
+    args = ["--manifest", str(mixed), "--stage", "2", "--init", str(SINET_EG1800), "--stage2-epochs", "1",
+            "--stage2-batch", "4", "--size", "64", "--workers", "0", "--threads", "1", "--epoch-size", "8"]
+    run = _cli("train", *args, "--out", str(tmp_path / "run"), "--source-share", "baidu_crop=0.25")
+    assert run.returncode == 0, run.stderr
+    assert "baidu_crop 25% (4 rows), eg1800 75% (8 rows)" in " ".join((run.stdout + run.stderr).split())
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["source_shares"] == {"baidu_crop": 0.25}
+    wrong = _cli("train", *args, "--out", str(tmp_path / "wrong"), "--source-share", "pseudo=0.2")
+    assert wrong.returncode != 0 and "no training row has source pseudo" in wrong.stderr + wrong.stdout
+    malformed = _cli("train", *args, "--out", str(tmp_path / "bad"), "--source-share", "baidu_crop:0.2")
+    said = " ".join((malformed.stderr + malformed.stdout).split())
+    assert malformed.returncode != 0 and "'baidu_crop:0.2' is not SOURCE=SHARE" in said
 
 
 # ---- optimizer and schedule ----

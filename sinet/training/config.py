@@ -68,6 +68,9 @@ class TrainConfig:
         epoch_size: samples per epoch (None = each training sample once). Epochs then take consecutive slices
             of a stream of seeded permutations of the training set, so runs on training sets of different sizes
             make the same optimizer steps per epoch while still seeing every sample equally often.
+        source_shares: shares of each epoch's samples by the rows' ``source`` (e.g. ``{"baidu_crop": 0.2}``); the
+            sources not listed share the rest in proportion to their sizes (None = every sample equally often).
+            Sets how much of training the curated data takes, independently of how many rows it has.
     """
 
     manifests: list[str]
@@ -112,6 +115,7 @@ class TrainConfig:
     stage1_share: float = 0.4
     cache_gb: float = 4.0
     epoch_size: int | None = None
+    source_shares: dict[str, float] | None = None
 
     RUNTIME = ("workers", "threads", "device", "out", "cache_gb")
     """Options a resumed run may change (None keeps the saved value). Workers never change results; the

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from sinet.checkpoint import load_checkpoint, save_checkpoint
-from sinet.data import EpochSampler, SegmentationDataset, manifest_samples, scan_samples, teacher_maps
+from sinet.data import EpochSampler, SegmentationDataset, manifest_samples, scan_samples, source_groups, teacher_maps
 from sinet.loss import BoundaryAwareLoss, class_weights
 from sinet.preprocess import PRESETS
 from sinet.recipe import STAGE1_LABEL_STRIDE
@@ -118,6 +118,14 @@ class Trainer:
         self.samples = [s for s in samples if s.key not in dropped]
         if not self.samples:
             raise UserError(f"no readable accepted rows with masks in split {config.split!r} of {sources}")
+        self.groups = None
+        if config.source_shares:
+            try:
+                self.groups = source_groups(self.samples, config.source_shares)
+            except ValueError as error:
+                raise UserError(f"--source-share: {error} (training rows of {sources})") from None
+            console.print("each epoch's samples by source: " + ", ".join(
+                f"{self.samples[rows[0]].source} {share:.0%} ({len(rows)} rows)" for rows, share in self.groups))
         if config.class_weighting and not sum(self.pixel_counts):
             raise UserError(f"no labelled pixel in the masks of split {config.split!r} of {sources}: class "
                             "weights need some (or train with --no-class-weighting)")
@@ -219,9 +227,7 @@ class Trainer:
         stage, epoch, batch = state.stage, state.epoch, config.batch(state.stage)
         if state.step == 0:
             step_schedule(self.scheduler)
-        sampler = EpochSampler(len(self.train_set), config.seed, stage, epoch, start=state.step * batch,
-                               rank=self.dist.rank, world_size=self.dist.world_size, epoch_size=config.epoch_size)
-        loader = self._loader(sampler)
+        loader = self._loader(self._sampler(stage, epoch, start=state.step * batch))
         self.model.train()
         steps = state.step + len(loader)
         started = last_report = time.perf_counter()
@@ -247,6 +253,13 @@ class Trainer:
                 self.after_step(state)
         self._bank_time(started)
         self._finish_epoch()
+
+    def _sampler(self, stage: int, epoch: int, start: int = 0, shard: bool = True) -> EpochSampler:
+        """Keys of ``epoch`` of ``stage`` from ``start`` (this process's share under DDP when ``shard``), with the
+        run's epoch size and source shares."""
+        config, (rank, world) = self.config, (self.dist.rank, self.dist.world_size) if shard else (0, 1)
+        return EpochSampler(len(self.train_set), config.seed, stage, epoch, start=start, rank=rank, world_size=world,
+                            epoch_size=config.epoch_size, groups=self.groups)
 
     def _loader(self, sampler: EpochSampler) -> DataLoader:
         """Training batches of the stage in progress in ``sampler``'s order."""
@@ -307,8 +320,7 @@ class Trainer:
     def _finish_average(self) -> None:
         """Validate the mean of the averaged epochs' weights and write it to ``averaged.pt``."""
         config, state = self.config, self.state
-        sampler = EpochSampler(len(self.train_set), config.seed, state.stage, state.planned_epochs,
-                               epoch_size=config.epoch_size)  # the epoch after the last: batches not trained on
+        sampler = self._sampler(state.stage, state.planned_epochs, shard=False)  # the epoch after the last
         model = averaged_model(fresh_model(state.stage, config.seed), state.average, self._loader(sampler),
                                self.device)
         scores = validate(model, self.val_set, self.criterion, self.device) if len(self.val_set) else {}

@@ -86,7 +86,8 @@ def test_pipeline_flags_are_the_options_fields_with_their_defaults(command, opti
 def test_sinet_train_flags_are_train_config_fields_with_their_defaults():
     params, defaults = _options(sinet_app, "train"), TrainConfig(manifests=[], out="")
     named_otherwise = {"manifests": "manifest", "val_manifests": "val_manifest", "stages": "stage",
-                       "augmentation": "rotation"}  # repeatable flags are singular; one augmentation knob
+                       "source_shares": "source_share",  # repeatable flags are singular
+                       "augmentation": "rotation"}  # one augmentation knob
     recipe_only = {"betas", "eps", "lr_milestones", "stage1_band", "stage2_band"}  # the authors' values, fixed
     for field in dataclasses.fields(defaults):
         if field.name in recipe_only or field.name in named_otherwise or field.name == "out":

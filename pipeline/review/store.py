@@ -194,7 +194,7 @@ class Store:
                                        uri=True, timeout=busy_seconds, isolation_level=None,
                                        check_same_thread=False)
             self._check_ownership(create)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._enter_wal(busy_seconds)
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
@@ -205,12 +205,27 @@ class Store:
                 raise
             raise ReviewStoreError(f"{self.path}: not a usable review database ({error})") from None
 
+    def _enter_wal(self, busy_seconds: float) -> None:
+        """Switch to write-ahead logging. SQLite answers a switch that races another connection's with "database
+        is locked" at once, without its busy timeout (two `pipeline queue` creating one database did), so the
+        switch is retried for up to ``busy_seconds``."""
+        deadline = time.monotonic() + busy_seconds
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
     def _check_ownership(self, create: bool) -> None:
         """Refuse, before anything is written, a file that is not a review database of ours: a foreign SQLite
         file, an empty one (unless creating), a newer schema, or damaged pages. Reads only, so the file is left
         exactly as it was."""
-        version = self.version
-        tables = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        # one statement, one snapshot: another process may create the schema between two reads
+        version, tables = self._db.execute("SELECT user_version, (SELECT count(*) FROM sqlite_master) "
+                                           "FROM pragma_user_version").fetchone()
         if version == 0 and tables:
             raise ReviewStoreError(f"{self.path}: an SQLite file, but not a review database; left untouched")
         if version == 0 and not create:

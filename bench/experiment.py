@@ -1,6 +1,8 @@
 """Write the SINet vs SINet+ report (docs/experiment.md + PNG charts) from a finished ``make experiment`` run.
 
     python bench/experiment.py runs/experiment --docs docs
+    python bench/experiment.py runs/experiment --more runs/share --arms eg1800,crops,crops-share20 \
+        --plot docs/share-study.png     # only the chart, of chosen arms from several folders
 
 Reads what ``pipeline run configs/experiment.toml`` wrote: one folder per arm and seed (``<arm>-s<seed>/``:
 ``eval.json`` on EG1800 val with per-photo scores and the rotation table, ``metrics.csv``, ``config.json``), the
@@ -40,10 +42,11 @@ PAPER = ("paper: SINet 94.81 → SINet+ 95.29 IoU after 600 epochs; "
 BOOTSTRAP_ROUNDS = 10000
 
 
-def load_runs(run: Path) -> pd.DataFrame:
-    """One row per arm and seed: scores on val (224, photo size, rotations), training figures, per-photo IoU."""
+def load_runs(run: Path, *more: Path) -> pd.DataFrame:
+    """One row per arm and seed (of ``run`` and any ``more`` folders): scores on val (224, photo size, rotations),
+    training figures, per-photo IoU."""
     rows = []
-    for folder in sorted(run.iterdir()):
+    for folder in sorted(folder for parent in (run, *more) for folder in parent.iterdir()):
         match = RUN_NAME.match(folder.name)
         if not match or not (folder / "eval.json").is_file():
             continue
@@ -164,7 +167,7 @@ def plot(runs: pd.DataFrame, arms: list[str], gains: dict[str, tuple], path: Pat
         if arm in gains:
             scores.annotate(f"{gains[arm][0]:+.2f}\n[{gains[arm][1]:+.2f}, {gains[arm][2]:+.2f}]",
                             (index, values.max()), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
-    scores.set_xticks(range(len(arms)), arms)
+    scores.set_xticks(range(len(arms)), arms, rotation=15 if len(arms) > 3 else 0)
     scores.margins(y=0.3)
     scores.set(ylabel="EG1800 val IoU at 224 (official)",
                title=f"per seed (dots), mean (bar); gain vs {arms[0]} [95 % interval]")
@@ -245,8 +248,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="the experiment's output folder (runs/experiment)")
     parser.add_argument("--docs", type=Path, default=Path("docs"), help="where experiment.md and the PNG go")
+    parser.add_argument("--more", type=Path, action="append", default=[],
+                        help="another folder of <arm>-s<seed> runs (with --plot)")
+    parser.add_argument("--arms", help="comma-separated arms to chart, the baseline first (with --plot)")
+    parser.add_argument("--plot", type=Path, help="write only the chart of --arms to this PNG")
     args = parser.parse_args()
-    print(report(args.run, args.docs))
+    if args.plot is None:
+        print(report(args.run, args.docs))
+        return
+    runs = load_runs(args.run, *args.more)
+    arms = args.arms.split(",") if args.arms else list(dict.fromkeys(runs["arm"]))
+    missing = sorted(set(arms) - set(runs["arm"]))
+    if missing:
+        folders = " ".join(map(str, [args.run, *args.more]))
+        raise SystemExit(f"no finished runs of arm(s) {', '.join(missing)} in {folders}")
+    photos = sorted(runs.iloc[0]["per_photo"])
+    base = per_photo_matrix(runs, arms[0], photos)
+    plot(runs, arms, {arm: bootstrap_gain(per_photo_matrix(runs, arm, photos), base) for arm in arms[1:]}, args.plot)
+    print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":

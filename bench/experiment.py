@@ -254,6 +254,8 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="write only the chart of --arms to this PNG")
     args = parser.parse_args()
     if args.plot is None:
+        if args.more or args.arms:
+            parser.error("--more and --arms choose what --plot charts; the report reads one run folder")
         print(report(args.run, args.docs))
         return
     runs = load_runs(args.run, *args.more)

@@ -77,6 +77,13 @@ def per_photo_matrix(runs: pd.DataFrame, arm: str, photos: list[str]) -> np.ndar
     return np.array([[row["per_photo"][p] for p in photos] for _, row in runs[runs["arm"] == arm].iterrows()])
 
 
+def arm_gains(runs: pd.DataFrame, arms: list[str]) -> dict[str, tuple[float, float, float]]:
+    """Each arm's gain over the first (the baseline) with its interval (:func:`bootstrap_gain`)."""
+    photos = sorted(runs.iloc[0]["per_photo"])
+    base = per_photo_matrix(runs, arms[0], photos)
+    return {arm: bootstrap_gain(per_photo_matrix(runs, arm, photos), base) for arm in arms[1:]}
+
+
 def bootstrap_gain(arm: np.ndarray, base: np.ndarray, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0
                    ) -> tuple[float, float, float]:
     """Gain (mean over photos of seed-mean differences) and its 95 % paired bootstrap interval.
@@ -190,9 +197,7 @@ def report(run: Path, docs: Path) -> str:
     runs["manifests"] = [len(config["manifests"]) for config in runs["config"]]
     arms = list(dict.fromkeys(runs.sort_values(["manifests", "arm"], kind="stable")["arm"]))
     base = arms[0]
-    photos = sorted(runs.iloc[0]["per_photo"])
-    base_matrix = per_photo_matrix(runs, base, photos)
-    gains = {arm: bootstrap_gain(per_photo_matrix(runs, arm, photos), base_matrix) for arm in arms[1:]}
+    gains = arm_gains(runs, arms)
     plot(runs, arms, gains, docs / "experiment-scores.png")
     config = runs.iloc[0]["config"]
     seeds = runs.groupby("arm")["seed"].nunique()
@@ -264,9 +269,7 @@ def main() -> None:
     if missing:
         folders = " ".join(map(str, [args.run, *args.more]))
         raise SystemExit(f"no finished runs of arm(s) {', '.join(missing)} in {folders}")
-    photos = sorted(runs.iloc[0]["per_photo"])
-    base = per_photo_matrix(runs, arms[0], photos)
-    plot(runs, arms, {arm: bootstrap_gain(per_photo_matrix(runs, arm, photos), base) for arm in arms[1:]}, args.plot)
+    plot(runs, arms, arm_gains(runs, arms), args.plot)
     print(f"wrote {args.plot}")
 
 

@@ -45,10 +45,10 @@ def main() -> None:
     rows = manifest.frame.copy()
     for folder in ("images", "masks"):
         (args.out / folder).mkdir(parents=True, exist_ok=True)
+    stems = [key.split("/")[-1] for key in rows["id"]]
     images, masks = [], []
-    for key, image, mask in track(list(zip(rows["id"], manifest.paths("image"), manifest.paths("mask"))),
-                                  description=f"copying at {args.size}"):
-        stem = key.split("/")[-1]
+    for stem, image, mask in track(list(zip(stems, manifest.paths("image"), manifest.paths("mask"))),
+                                   description=f"copying at {args.size}"):
         photo, labels = cv2.imread(str(image)), cv2.imread(str(mask), cv2.IMREAD_UNCHANGED)
         if photo is None or labels is None:
             raise SystemExit(f"{image if photo is None else mask}: not a readable image")
@@ -56,7 +56,7 @@ def main() -> None:
         masks.append(f"masks/{stem}.png")
         cv2.imwrite(str(args.out / images[-1]), shrink_and_enlarge(photo, size, True), [cv2.IMWRITE_JPEG_QUALITY, 95])
         cv2.imwrite(str(args.out / masks[-1]), shrink_and_enlarge(labels, size, False))
-    rows["id"] = [f"{args.source}/{key.split('/')[-1]}" for key in rows["id"]]
+    rows["id"] = [f"{args.source}/{stem}" for stem in stems]
     rows["source"], rows["image"], rows["mask"] = args.source, images, masks
     write_manifest(Manifest(rows.reset_index(drop=True), args.out.resolve()), args.out / "manifest.csv")
     print(f"{len(rows)} rows -> {args.out / 'manifest.csv'}")

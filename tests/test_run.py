@@ -206,6 +206,31 @@ def test_arms_need_a_common_start(tmp_path):
         load_config(config)
 
 
+
+def test_an_arm_adds_its_own_train_options_but_never_changes_the_start_or_the_step_count(tmp_path):
+    config = tmp_path / "run.toml"
+    head = ('[run]\nout = "out"\n[datasets.d]\nkind = "eg1800"\npath = "d"\n[teacher]\ncheckpoint = "t.pt"\n'
+            '[[sources]]\nname = "a"\nimages = "p"\nmasks = "m"\n[sinet]\ntrain = ["d"]\ninit = "s.pt"\n'
+            'options = { epoch-size = 64, lr = 0.001 }\n')
+    config.write_text(head + 'arms = { base = [], less = { sources = ["a"], options = { source-share = '
+                      '["baidu_crop=0.2", "x=0.1"], mirror = false } } }\n')
+    loaded = load_config(config)
+    assert loaded.arms == {"base": [], "less": ["a"]}
+    steps = {step.name: step.command for step in plan(loaded)}
+    less, base = steps["less-s0"], steps["base-s0"]
+    assert [less[i + 1] for i, a in enumerate(less) if a == "--source-share"] == ["baidu_crop=0.2", "x=0.1"]
+    assert "--no-mirror" in less and "--source-share" not in base and "--no-mirror" not in base
+    for argv in (less, base):  # the common options reach every arm
+        assert argv[argv.index("--epoch-size") + 1] == "64" and argv[argv.index("--lr") + 1] == "0.001"
+    for arm, reason in [("{ sources = [\"a\"], options = { epoch-size = 32 } }", "sets 'epoch-size': the arms share"),
+                        ("{ sources = [\"a\"], options = { stage2_epochs = 3 } }", "sets 'stage2-epochs'"),
+                        ("{ sources = [\"a\"], options = { lr = 0.01 } }", "sets 'lr', which .sinet. options already"),
+                        ("{ source = [\"a\"] }", "arm 'less' must be .source names. or"),
+                        ("\"a\"", "arm 'less' must be")]:
+        config.write_text(head + f"arms = {{ base = [], less = {arm} }}\n")
+        with pytest.raises(RunError, match=reason):
+            load_config(config)
+
 # ---- unattended review ----
 
 def demo_manifest(tmp_path: Path, priorities: list[float | None], verdicts: list[bool | None] | None = None) -> Path:

@@ -103,6 +103,7 @@ class RunConfig:
     init: Path | None = None
     base_options: dict[str, Any] | None = None
     arms: dict[str, list[str]] = field(default_factory=dict)
+    arm_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
     parallel: int = 2
 
@@ -224,11 +225,25 @@ def load_config(path: str | os.PathLike, auto_accept: float | str | None = None,
     config.eval_split = sinet.get("eval_split", "val")
     config.init = _expand(sinet["init"], folder) if "init" in sinet else None
     config.base_options = dict(sinet["base"]) if "base" in sinet else None
-    config.arms = {str(name): list(sources) for name, sources in sinet.get("arms", {}).items()}
+    for name, arm in sinet.get("arms", {}).items():
+        config.arms[str(name)], config.arm_options[str(name)] = _arm(str(name), arm, path)
     config.seeds = [int(seed) for seed in sinet.get("seeds", config.seeds)]
     config.parallel = int(sinet.get("parallel", config.parallel))
     check(config)
     return config
+
+
+ARM_FIXED_OPTIONS = ("stage", "init", "seed", "stage2-epochs", "epoch-size", "batch-size", "time-budget")
+"""sinet train options an arm may not set itself: they fix the common start and the number of optimizer steps."""
+
+
+def _arm(name: str, value: Any, path: Path) -> tuple[list[str], dict[str, Any]]:
+    """An arm's sources and its own sinet train options: ``["a"]`` or ``{ sources = ["a"], options = {...} }``."""
+    if isinstance(value, list):
+        return [str(source) for source in value], {}
+    if isinstance(value, dict) and set(value) <= {"sources", "options"} and isinstance(value.get("sources", []), list):
+        return [str(source) for source in value.get("sources", [])], dict(value.get("options", {}))
+    raise RunError(f"{path}: arm {name!r} must be [source names] or {{ sources = [...], options = {{...}} }}")
 
 
 def check(config: RunConfig) -> None:
@@ -252,6 +267,15 @@ def check(config: RunConfig) -> None:
         unknown = [name for name in used if name not in sources]
         if unknown:
             raise RunError(f"{config.path}: arm {arm!r} uses {unknown[0]!r}, which is not a [[sources]] name")
+        keys = [key.replace("_", "-") for key in config.arm_options.get(arm, {})]
+        fixed = [key for key in keys if key in ARM_FIXED_OPTIONS]
+        if fixed:
+            raise RunError(f"{config.path}: arm {arm!r} sets {fixed[0]!r}: the arms share their start and number of "
+                           f"optimizer steps ({', '.join(ARM_FIXED_OPTIONS)} belong in [sinet] options)")
+        common = [key for key in keys if key in {k.replace("_", "-") for k in config.sinet_options}]
+        if common:
+            raise RunError(f"{config.path}: arm {arm!r} sets {common[0]!r}, which [sinet] options already sets: "
+                           "an arm adds options, it does not override the common ones")
     if config.arms and (config.init is None) == (config.base_options is None):
         raise RunError(f"{config.path}: arms start from one common checkpoint: give [sinet] init = FILE or "
                        "base = {{options}} (to train it), not both")

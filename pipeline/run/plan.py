@@ -191,7 +191,8 @@ def review_steps(config: RunConfig, manifests: list[Path], after: tuple[str, ...
 def sinet_steps(config: RunConfig, reviewed: dict[str, Path]) -> list[Step]:
     """Train and evaluate SINet: one model on the datasets plus every accepted item, or, with arms, a common
     start (given, or trained as ``sinet-base``) fine-tuned once per arm and seed on the datasets plus the items
-    accepted from the arm's sources, every run with the same options and number of optimizer steps.
+    accepted from the arm's sources, every run with the same options (plus the arm's own) and number of optimizer
+    steps.
 
     Args:
         config: the run config.
@@ -247,8 +248,9 @@ def sinet_steps(config: RunConfig, reviewed: dict[str, Path]) -> list[Step]:
         extra = [arm_manifest(config, arm)] if config.arms[arm] else []
         # an arm's trainings depend on its accepted items' content, not on the whole review: a change in another
         # arm's source leaves them current
+        options = {**config.sinet_options, **config.arm_options.get(arm, {})}
         trainings.append(train(model, title, datasets + extra, datasets_after + start_after + val_after,
-                               config.sinet_options, ["--stage", "2", "--init", str(start), "--seed", seed],
+                               options, ["--stage", "2", "--init", str(start), "--seed", seed],
                                f"sinet-train-{index // max(1, config.parallel)}", inputs=extra))
     pairs = max(1, config.parallel)
     return steps + trainings + [evaluate(step.name, f"sinet-eval-{index // pairs}")

@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from sinet.data import epoch_shares  # noqa: E402
 from sinet_plus import manifest as mf  # noqa: E402
 from sinet_plus.files import atomic_path, write_text_atomic  # noqa: E402
 
@@ -119,17 +120,20 @@ def verdict(name: str, base: str, gain: float, low: float, high: float) -> str:
 
 def data_rows(run: Path, runs: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
     """Per arm: its training rows (the datasets' train rows plus the accepted items), and the datasets' share of
-    them: with equal optimizer steps, an arm with more rows sees each dataset photo less often."""
-    train_rows = functools.cache(lambda path: int((mf.read_manifest(path).frame["split"] == "train").sum()))
+    the samples (by row count, or by the run's ``--source-share``): with equal optimizer steps, an arm with more
+    rows sees each dataset photo less often."""
+    sources = functools.cache(lambda path: mf.read_manifest(path).frame.query("split == 'train'")["source"])
     rows = []
     for arm in arms:
         extra = mf.read_manifest(run / "arms" / f"{arm}.csv").frame if (run / "arms" / f"{arm}.csv").is_file() \
             else pd.DataFrame(columns=["source", "reviewer"])
         config = runs.loc[runs["arm"] == arm, "config"].iloc[0]
-        datasets = sum(train_rows(m) for m in config["manifests"] if Path(m).parent.name != "arms")
-        rows.append({"arm": arm, "dataset train rows": datasets, "accepted items added": len(extra),
+        datasets = pd.concat([sources(m) for m in config["manifests"] if Path(m).parent.name != "arms"])
+        counts = pd.concat([datasets, extra["source"]]).value_counts().to_dict()
+        share = epoch_shares(counts, config.get("source_shares") or {})
+        rows.append({"arm": arm, "dataset train rows": len(datasets), "accepted items added": len(extra),
                      "by source": ", ".join(f"{n} {s}" for s, n in extra["source"].value_counts().items()) or "—",
-                     "datasets' share of the samples": f"{datasets / (datasets + len(extra)):.0%}"})
+                     "datasets' share of the samples": f"{sum(share[s] for s in set(datasets)):.0%}"})
     return pd.DataFrame(rows)
 
 

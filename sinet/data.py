@@ -78,11 +78,11 @@ def manifest_samples(manifests: Sequence[str | os.PathLike], split: str | None,
     return samples
 
 
-def source_groups(samples: Sequence[Sample], shares: dict[str, float]) -> list[tuple[list[int], float]]:
-    """Sample indices by ``source`` with each source's share of an epoch, for :class:`EpochSampler`.
+def epoch_shares(counts: dict[str, int], shares: dict[str, float]) -> dict[str, float]:
+    """Each source's share of an epoch's samples, from its number of samples and the shares given.
 
     Args:
-        samples: the training samples, in dataset order.
+        counts: the number of training samples of each source.
         shares: shares of the listed sources (each in (0, 1], summing to at most 1); the sources not listed
             share the rest in proportion to their numbers of samples.
 
@@ -90,24 +90,30 @@ def source_groups(samples: Sequence[Sample], shares: dict[str, float]) -> list[t
         ValueError: naming the problem: a listed source with no sample, shares out of range, a rest that no
             unlisted source takes, or unlisted sources left without a share.
     """
-    by_source: dict[str, list[int]] = {}
-    for index, sample in enumerate(samples):
-        by_source.setdefault(sample.source, []).append(index)
-    found = ", ".join(f"{name} ({len(rows)})" for name, rows in by_source.items())
-    missing = sorted(set(shares) - set(by_source))
+    found = ", ".join(f"{name} ({count})" for name, count in counts.items())
+    missing = sorted(set(shares) - {name for name, count in counts.items() if count})
     if missing:
         raise ValueError(f"no training row has source {', '.join(missing)}; sources found: {found}")
     if any(not 0 < share <= 1 for share in shares.values()) or sum(shares.values()) > 1 + 1e-9:
         raise ValueError(f"source shares must lie in (0, 1] and sum to at most 1, got {shares}")
     rest = 1 - sum(shares.values())
-    unlisted = {name: rows for name, rows in by_source.items() if name not in shares}
+    unlisted = {name: count for name, count in counts.items() if name not in shares}
     if unlisted and rest <= 1e-9:
         raise ValueError(f"the shares sum to 1, leaving nothing for {', '.join(unlisted)}; sources found: {found}")
     if not unlisted and rest > 1e-9:
         raise ValueError(f"the shares sum to {1 - rest:g} and every source is listed; sources found: {found}")
-    unlisted_total = sum(map(len, unlisted.values()))
-    return [(rows, shares[name] if name in shares else rest * len(rows) / unlisted_total)
-            for name, rows in by_source.items()]
+    unlisted_total = sum(unlisted.values())
+    return {name: shares[name] if name in shares else rest * count / unlisted_total for name, count in counts.items()}
+
+
+def source_groups(samples: Sequence[Sample], shares: dict[str, float]) -> list[tuple[list[int], float]]:
+    """Sample indices by ``source`` with each source's share of an epoch (:func:`epoch_shares`), for
+    :class:`EpochSampler`."""
+    by_source: dict[str, list[int]] = {}
+    for index, sample in enumerate(samples):
+        by_source.setdefault(sample.source, []).append(index)
+    share = epoch_shares({name: len(rows) for name, rows in by_source.items()}, shares)
+    return [(rows, share[name]) for name, rows in by_source.items()]
 
 
 def teacher_maps(manifests: Sequence[str | os.PathLike]) -> dict[str, Path]:

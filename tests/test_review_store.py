@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.review.export import export_manifest
 from pipeline.review.queue import queue_manifests
+from pipeline.review.schema import SCHEMA_VERSION, migrate
 from pipeline.review.stats import review_stats
-from pipeline.review.store import SCHEMA_VERSION, DecisionRefused, NewItem, ReviewStoreError, Store, migrate
+from pipeline.review.store import DecisionRefused, NewItem, ReviewStoreError, Store
 from sinet_plus import manifest as mf
 from sinet_plus.imageio import read_mask
 

@@ -247,7 +247,7 @@ def predict_command(
 def export_command(
     onnx: Annotated[Path, typer.Option("--onnx", help="ONNX file to write.")],
     weights: WeightsOption = SINET,
-    opset: Annotated[int, typer.Option(help="ONNX opset (>= 11 for align_corners bilinear).")] = 17,
+    opset: Annotated[int, typer.Option(help="ONNX opset (11 up to the newest the installed torch writes).")] = 17,
     dynamic_batch: Annotated[bool, typer.Option(help="Make the batch dimension dynamic.")] = True,
     tolerance: Annotated[float, typer.Option(help="Largest allowed |torch - onnxruntime| logit difference.")] = 1e-3,
 ) -> None:

@@ -16,34 +16,43 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.onnx import _constants
 
 from sinet.fused import fuse
 from sinet.preprocess import Preprocessing
+from sinet_plus.errors import UserError
 from sinet_plus.files import atomic_path
 
 ONNX_INPUT, ONNX_OUTPUT = "image", "logits"
 PREPROCESSING_KEY = "sinet.preprocessing"
+OPSETS = range(11, _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET + 1)
+"""The opsets SINet exports to: from 11 (bilinear resizes with align_corners) to the newest the installed torch's
+TorchScript exporter writes."""
 
 
 def export_onnx(model: nn.Module, preprocessing: Preprocessing, path: str | os.PathLike, opset: int = 17,
                 dynamic_batch: bool = True, fused: bool = True) -> Path:
     """Write ``model`` as ONNX atomically; the preprocessing goes into the metadata as JSON.
 
-    Uses the TorchScript exporter (``dynamo=False``); opset >= 11 is needed for align_corners bilinear resizes.
+    Uses the TorchScript exporter (``dynamo=False``), so ``opset`` must lie in :data:`OPSETS`.
 
     Args:
         model: model in eval mode.
         preprocessing: stored under the metadata key ``sinet.preprocessing``.
         path: ``.onnx`` file to write.
         opset: ONNX opset version.
+
+    Raises:
+        UserError: an opset outside :data:`OPSETS`.
         dynamic_batch: make the batch dimension dynamic (H and W stay at the preprocessing size).
         fused: export SINet's fused graph (:func:`sinet.fused.fuse`); False exports ``model`` as it is (how the
             bench exports the authors' module).
     """
     import onnx
 
-    if opset < 11:
-        raise ValueError("opset must be >= 11 (bilinear resize with align_corners)")
+    if opset not in OPSETS:
+        raise UserError(f"ONNX opset {opset} cannot hold SINet from this torch: use {OPSETS.start} (bilinear resizes "
+                        f"with align_corners) to {OPSETS.stop - 1} (the newest torch {torch.__version__} writes)")
     model = fuse(model) if fused else model.eval()
     example = torch.zeros(1, 3, *preprocessing.size)
     axes = {ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}} if dynamic_batch else None

@@ -16,6 +16,7 @@ from pipeline.cli import app as pipeline_app
 from pipeline.teacher.pseudo_label import LabelOptions
 from pipeline.teacher.train import TrainOptions
 from sinet.cli import app as sinet_app
+from sinet.export import OPSETS
 from sinet.training.config import TrainConfig
 from sinet_plus import __version__
 from sinet_plus.cli import new_app
@@ -48,6 +49,15 @@ def test_brackets_in_a_message_are_printed_as_they_are(tmp_path):
 def test_an_option_error_of_sinet_names_the_option(tmp_path):
     result = CliRunner().invoke(sinet_app, ["train", "--out", str(tmp_path)])
     assert result.exit_code == 1 and result.stderr.strip() == "error: --manifest is required (unless --resume)"
+
+
+@pytest.mark.parametrize("opset", [9, 99])
+def test_an_onnx_opset_sinet_cannot_be_written_in_is_refused_with_the_range(tmp_path, opset):
+    out = tmp_path / "sinet.onnx"
+    result = CliRunner().invoke(sinet_app, ["export", "--onnx", str(out), "--opset", str(opset)])
+    assert result.exit_code == 1 and not out.exists()
+    assert result.stderr.strip().startswith(f"error: ONNX opset {opset} cannot hold SINet from this torch: use 11 ")
+    assert f"to {OPSETS.stop - 1} (" in result.stderr and "Traceback" not in result.output + result.stderr
 
 
 def test_a_bug_keeps_its_traceback():

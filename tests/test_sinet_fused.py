@@ -17,7 +17,7 @@ from sinet import SINet, SINetEncoder
 from sinet.checkpoint import load_model
 from sinet.data import manifest_samples
 from sinet.evaluate import evaluate
-from sinet.export import export_onnx, onnx_session, parity
+from sinet.export import export_onnx, onnx_preprocessing, onnx_session, parity
 from sinet.fused import FusedSINet, fuse
 from sinet.preprocess import IMAGENET
 from sinet.reference import ReferenceUnavailable, official_model
@@ -88,13 +88,15 @@ def test_using_the_fused_graph_leaves_training_unchanged():
 
 
 def test_exported_graph_keeps_onnx_runtime_in_its_layout(tmp_path):
-    """No channel-shuffle transposes, PReLU only on the SE vectors, and onnxruntime agrees with torch."""
+    """No channel-shuffle transposes, PReLU only on the SE vectors, onnxruntime agrees with torch, and the
+    preprocessing rides along in the metadata."""
     model = _with_trained_statistics(SINet())
     path = export_onnx(model, IMAGENET, tmp_path / "sinet.onnx")
     ops = [node.op_type for node in onnx.load(str(path)).graph.node]
     assert "Transpose" not in ops and ops.count("PRelu") == 3 and ops.count("Conv") == 58
     difference, agreement = parity(model, IMAGENET, path, batch=2)
     assert difference < 1e-3 and agreement > 0.999
+    assert onnx_preprocessing(path) == IMAGENET
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ from sinet.checkpoint import (
     load_model,
     save_checkpoint,
 )
-from sinet.export import export_onnx, onnx_preprocessing, parity
 from sinet.metrics import foreground_iou
 from sinet.predict import predict
 from sinet.preprocess import IMAGENET, OFFICIAL, Preprocessing
@@ -129,26 +128,6 @@ def test_unusable_checkpoints_name_the_file_and_the_reason(tmp_path):
         load_model(foreign)
     with pytest.raises(CheckpointError, match="file not found"):
         load_model(tmp_path / "absent.pt")
-
-
-def _with_trained_statistics(model: nn.Module) -> nn.Module:
-    """Give every BatchNorm non-trivial statistics and affine parameters, as after training."""
-    generator = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            for tensor in (module.running_mean, module.weight, module.bias):
-                tensor.data = torch.randn(tensor.shape, generator=generator) * 0.2 + (tensor is module.weight)
-            module.running_var.data = torch.rand(module.running_var.shape, generator=generator) + 0.5
-    return model.eval()
-
-
-@pytest.mark.slow
-def test_onnx_export_matches_torch(tmp_path):
-    model = _with_trained_statistics(SINet())
-    path = export_onnx(model, IMAGENET, tmp_path / "sinet.onnx")
-    difference, agreement = parity(model, IMAGENET, path, batch=2)
-    assert difference < 1e-3 and agreement > 0.999
-    assert onnx_preprocessing(path) == IMAGENET
 
 
 def test_model_keeps_channels_last_and_accepts_nchw_inputs():

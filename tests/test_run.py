@@ -222,8 +222,9 @@ def test_an_arm_adds_its_own_train_options_but_never_changes_the_start_or_the_st
     assert "--no-mirror" in less and "--source-share" not in base and "--no-mirror" not in base
     for argv in (less, base):  # the common options reach every arm
         assert argv[argv.index("--epoch-size") + 1] == "64" and argv[argv.index("--lr") + 1] == "0.001"
-    for arm, reason in [("{ sources = [\"a\"], options = { epoch-size = 32 } }", "sets 'epoch-size': the arms share"),
+    for arm, reason in [("{ sources = [\"a\"], options = { epoch-size = 32 } }", "sets .epoch-size.: the arms share"),
                         ("{ sources = [\"a\"], options = { stage2_epochs = 3 } }", "sets 'stage2-epochs'"),
+                        ("{ sources = [\"a\"], options = { stage2-batch = 8 } }", "sets 'stage2-batch'"),
                         ("{ sources = [\"a\"], options = { lr = 0.01 } }", "sets 'lr', which .sinet. options already"),
                         ("{ source = [\"a\"] }", "arm 'less' must be .source names. or"),
                         ("\"a\"", "arm 'less' must be")]:

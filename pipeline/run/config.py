@@ -233,8 +233,10 @@ def load_config(path: str | os.PathLike, auto_accept: float | str | None = None,
     return config
 
 
-ARM_FIXED_OPTIONS = ("stage", "init", "seed", "stage2-epochs", "epoch-size", "batch-size", "time-budget")
-"""sinet train options an arm may not set itself: they fix the common start and the number of optimizer steps."""
+ARM_FIXED_OPTIONS = ("out", "manifest", "val-manifest", "val-split", "stage", "init", "seed", "resume",
+                     "stage1-epochs", "stage2-epochs", "epoch-size", "stage1-batch", "stage2-batch", "time-budget")
+"""sinet train options an arm may not set itself: the run sets them, or they fix the common start, the selection
+photos and the number of optimizer steps."""
 
 
 def _arm(name: str, value: Any, path: Path) -> tuple[list[str], dict[str, Any]]:
@@ -271,7 +273,7 @@ def check(config: RunConfig) -> None:
         fixed = [key for key in keys if key in ARM_FIXED_OPTIONS]
         if fixed:
             raise RunError(f"{config.path}: arm {arm!r} sets {fixed[0]!r}: the arms share their start and number of "
-                           f"optimizer steps ({', '.join(ARM_FIXED_OPTIONS)} belong in [sinet] options)")
+                           f"optimizer steps (the run, or [sinet] options, sets {', '.join(ARM_FIXED_OPTIONS)})")
         common = [key for key in keys if key in {k.replace("_", "-") for k in config.sinet_options}]
         if common:
             raise RunError(f"{config.path}: arm {arm!r} sets {common[0]!r}, which [sinet] options already sets: "

@@ -9,7 +9,7 @@ Item files must be written atomically (sinet_plus.files) by the stage before it 
 removes the temporaries a killed run left anywhere under the output folder before it starts.
 
 "Done" means done from these inputs with these settings. Each journal record keeps the identity of what its
-item was made from: the payload, and the path, size and modification time of every ``Path`` in it (the input
+item was made from: the payload, and the path, size and content hash of every ``Path`` in it (the input
 files). An item whose identity changed since (another folder, a replaced photo, an edited manifest row) is done
 again, with a message. The settings that shape every item (a checkpoint's hash, sizes, flags) are claimed with
 :func:`claim_folder`, which refuses a folder made with other ones.
@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from sinet_plus.errors import UserError
-from sinet_plus.files import atomic_path, remove_leftovers, write_text_atomic
+from sinet_plus.files import atomic_path, file_hash, remove_leftovers, write_text_atomic
 from sinet_plus.imageio import ImageReadError
 from sinet_plus.manifest import few, new_rows, write_manifest
 from sinet_plus.processes import DiesWithParent
@@ -162,17 +162,20 @@ def _json_default(value: Any) -> Any:
 
 
 def _file_state(path: Path) -> list:
-    """``[path, size, mtime_ns]`` of an input file; size and time are None where there is no file."""
+    """``[path, size, content hash]`` of an input file; size and hash are None where there is no file.
+
+    The bytes, not the modification time: data copied again or restored from a backup (new times, same bytes)
+    stays done, and an edit that keeps the size and the time does not (the cost: docs/reliability.md).
+    """
     try:
-        info = path.stat()
+        return [str(path), path.stat().st_size, file_hash(path, 16)]
     except (OSError, ValueError):
         return [str(path), None, None]
-    return [str(path), info.st_size, info.st_mtime_ns]
 
 
 def describe_source(payload: Any) -> dict:
-    """What an item is made from: ``identity``, a hash of the payload with the path, size and modification time
-    of every ``Path`` in it, and ``files``, those paths with their size and time.
+    """What an item is made from: ``identity``, a hash of the payload with the path, size and content hash of
+    every ``Path`` in it, and ``files``, those paths with their size and hash.
 
     Strings are hashed as text; a stage whose payload names input files passes them as ``Path`` objects.
     """
@@ -199,7 +202,7 @@ def _what_changed(key: str, before: dict, now: dict) -> str:
                 f"now {', '.join(sorted(set(new_files) - set(old_files))) or 'fewer files'}")
     modified = [path for path in new_files if old_files[path] != new_files[path]]
     if modified:
-        return f"{key}: {', '.join(modified)} changed (size or modification time) since it was done"
+        return f"{key}: {', '.join(modified)} changed (its bytes) since it was done"
     return f"{key}: its input row changed since it was done"
 
 

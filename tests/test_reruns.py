@@ -73,13 +73,23 @@ def test_a_replaced_photo_is_redone_and_the_change_named(eg1800_dir, tmp_path, c
         return run_stage("heights", items, lambda pending: map_items(height, pending), tmp_path / "out")
 
     stage()
+    for photo in photos.iterdir():  # copied again or restored: new times, same bytes
+        os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 3_600 * 10**9))
+    restored = stage()
+    assert (restored.done_before, restored.processed) == (2, 0)
     write_jpeg(photos / "00005.jpg", read_image(eg1800_dir / "images" / "00005.jpg")[:400])  # same name, new photo
     capsys.readouterr()
     again = stage()
     message = " ".join(capsys.readouterr().err.split())
     assert (again.done_before, again.processed) == (1, 1)
-    assert "00005" in message and "changed" in message
+    assert "00005" in message and "changed (its bytes)" in message
     assert pd.read_csv(tmp_path / "out" / "manifest.csv")["height"].tolist() == [400, 200]
+    photo, info = photos / "00002.jpg", (photos / "00002.jpg").stat()
+    data = bytearray(photo.read_bytes())
+    data[-3] ^= 0xFF  # an edit that keeps the size, with the time put back
+    photo.write_bytes(bytes(data))
+    os.utime(photo, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert (stage().done_before, photo.stat().st_size) == (1, info.st_size)
 
 
 @pytest.fixture(scope="module")

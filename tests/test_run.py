@@ -6,6 +6,7 @@ over the real photos that ship inside installed packages (the offline demo's pho
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -58,6 +59,24 @@ def test_step_skipped_when_current_and_rerun_when_input_or_output_changes(tmp_pa
     assert [r.status for r in runner(out, force=True).run([step])] == ["ran"]
     assert len(calls) == 4
 
+
+
+def test_a_folder_input_counts_by_its_bytes_not_its_files_times(tmp_path):
+    photos, source, calls, out = tmp_path / "photos", tmp_path / "in.txt", [], tmp_path / "run"
+    write_demo_photos(photos)
+    source.write_text("one")
+    step = counting_step(out, source, calls)
+    step.inputs.append(photos)
+    assert [r.status for r in runner(out).run([step])] == ["ran"]
+    for photo in photos.iterdir():  # the folder copied again or restored: new times, same bytes
+        os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 3_600 * 10**9))
+    assert [r.status for r in runner(out).run([step])] == ["skipped"]
+    photo = sorted(photos.iterdir())[-1]
+    info, data = photo.stat(), bytearray(photo.read_bytes())
+    data[-3] ^= 0xFF  # one byte, same size, the time put back
+    photo.write_bytes(bytes(data))
+    os.utime(photo, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert [r.status for r in runner(out).run([step])] == ["ran"] and len(calls) == 2
 
 def test_upstream_change_reruns_downstream_and_owned_outputs_are_cleared(tmp_path):
     source, calls = tmp_path / "in.txt", []

@@ -12,7 +12,7 @@ turns it into a list of :class:`~pipeline.run.step.Step` s, and :mod:`~pipeline.
   (:mod:`pipeline.review`): they are a few SQLite transactions, and auto-accept has no command of its own.
 
 **Skipping** (:mod:`~pipeline.run.step`). Each step has a fingerprint: SHA-256 over its command (or its settings),
-the content of its external inputs (file bytes; a folder's names, sizes and modification times) and the fingerprints
+the content of its external inputs (file bytes; a folder's file names and bytes) and the fingerprints
 of the steps it reads from. A record ``<out>/.run/<step>.json`` is written when the step starts (``running``) and
 when it succeeds (``done``). A step is skipped when its record is ``done`` with the same fingerprint and its outputs
 exist; a ``running`` record with the same fingerprint means an interrupted run, so the step is resumed (its

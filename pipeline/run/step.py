@@ -78,12 +78,12 @@ class StepResult:
 # ---- fingerprints ----
 
 def input_digest(path: Path) -> str:
-    """A file's content hash; a folder's names, sizes and modification times (photos are not re-read)."""
+    """A file's content hash; a folder's file names and content hashes, so data copied again or restored (new
+    modification times, same bytes) leaves the steps that read it current."""
     if path.is_file():
         return file_hash(path)
     if path.is_dir():
-        listing = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
-                         for p in path.rglob("*") if p.is_file())
+        listing = sorted((str(p.relative_to(path)), file_hash(p, 16)) for p in path.rglob("*") if p.is_file())
         return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
     raise RunError(f"{path}: input not found")
 

@@ -201,6 +201,8 @@ def _what_changed(key: str, before: dict, now: dict) -> str:
         return (f"{key}: made from {', '.join(sorted(set(old_files) - set(new_files))) or 'other files'}, "
                 f"now {', '.join(sorted(set(new_files) - set(old_files))) or 'fewer files'}")
     modified = [path for path in new_files if old_files[path] != new_files[path]]
+    if any(isinstance(old_files[path][2], int) for path in modified):
+        return f"{key}: its inputs were recorded by modification time (journal of an older version)"
     if modified:
         return f"{key}: {', '.join(modified)} changed (its bytes) since it was done"
     return f"{key}: its input row changed since it was done"

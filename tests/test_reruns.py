@@ -6,6 +6,7 @@ Real photos from ../shared, the real MTCNN, the shipped teacher and SINet checkp
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -90,6 +91,14 @@ def test_a_replaced_photo_is_redone_and_the_change_named(eg1800_dir, tmp_path, c
     photo.write_bytes(bytes(data))
     os.utime(photo, ns=(info.st_atime_ns, info.st_mtime_ns))
     assert (stage().done_before, photo.stat().st_size) == (1, info.st_size)
+    journal = tmp_path / "out" / ".journal.jsonl"  # as an older version wrote it: a time where the hash is now
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    for record in records:
+        record["source"] = {"identity": "0" * 16, "files": [[path, size, 1_700_000_000_000_000_000]
+                                                            for path, size, _ in record["source"]["files"]]}
+    journal.write_text("".join(json.dumps(record) + "\n" for record in records))
+    capsys.readouterr()
+    assert stage().processed == 2 and "recorded by modification time" in " ".join(capsys.readouterr().err.split())
 
 
 @pytest.fixture(scope="module")

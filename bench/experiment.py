@@ -195,6 +195,16 @@ def plot(runs: pd.DataFrame, arms: list[str], gains: dict[str, tuple], path: Pat
     plt.close(figure)
 
 
+def own_settings(runs: pd.DataFrame, arms: list[str]) -> dict[str, dict]:
+    """Per arm: the training settings in which its runs differ from the baseline arm's, besides the data, seed and
+    folder (``pipeline run``'s per-arm options, e.g. a source share)."""
+    configs = {arm: runs.loc[runs["arm"] == arm, "config"].iloc[0] for arm in arms}
+    base = configs[arms[0]]
+    own = {arm: {key: value for key, value in config.items() if key not in ("manifests", "out", "seed")
+                 and base.get(key) != value and (base.get(key) or value)} for arm, config in configs.items()}
+    return {arm: settings for arm, settings in own.items() if settings}
+
+
 def report(run: Path, docs: Path) -> str:
     runs = load_runs(run)
     # the baseline is the arm that trains on the datasets alone (fewest training manifests); the others follow
@@ -204,6 +214,7 @@ def report(run: Path, docs: Path) -> str:
     gains = arm_gains(runs, arms)
     plot(runs, arms, gains, docs / "experiment-scores.png")
     config = runs.iloc[0]["config"]
+    own = own_settings(runs, arms)
     seeds = runs.groupby("arm")["seed"].nunique()
     steps = runs.groupby("arm")["steps"].first()
     per_seed = runs[["arm", "seed", "iou", "miou", "boundary_f1", "iou_photo_size",
@@ -225,10 +236,14 @@ def report(run: Path, docs: Path) -> str:
         "trained, selected or calibrated on.", "",
         "## Set-up", "",
         f"- Arms: {', '.join(f'`{a}`' for a in arms)}; every arm starts from the same checkpoint "
-        f"(`{Path(config['init']).name}`) and fine-tunes stage 2 with the same options: "
+        f"(`{Path(config['init']).name}`) and fine-tunes stage 2 with the same options"
+        f"{' (besides its own settings below)' if own else ''}: "
         f"{config['stage2_epochs']} epochs of {config.get('epoch_size')} samples (batch {config['stage2_batch']}, "
         f"{int(steps.iloc[0]) if steps.iloc[0] == steps.iloc[0] else '?'} optimizer steps for every run), "
         f"LR {config['lr']} with the official milestones, seeds {sorted(runs['seed'].unique().tolist())}.",
+        *(["- Arms' own settings (`pipeline run` per-arm options): " + "; ".join(
+            f"`{arm}` " + ", ".join(f"{key} = {json.dumps(value)}" for key, value in settings.items())
+            for arm, settings in own.items()) + "."] if own else []),
         f"- Model selection: the best epoch (from {config['select_from']:.0%} of E on) on split "
         f"`{config['val_split']}` of the training dataset — EG1800 train photos kept out of training — never on val.",
         f"- Machine: {machine_line()}; {config.get('threads') or 'default'} torch thread(s) per run, two runs at a "

@@ -41,12 +41,12 @@ def export_onnx(model: nn.Module, preprocessing: Preprocessing, path: str | os.P
         preprocessing: stored under the metadata key ``sinet.preprocessing``.
         path: ``.onnx`` file to write.
         opset: ONNX opset version.
-
-    Raises:
-        UserError: an opset outside :data:`OPSETS`.
         dynamic_batch: make the batch dimension dynamic (H and W stay at the preprocessing size).
         fused: export SINet's fused graph (:func:`sinet.fused.fuse`); False exports ``model`` as it is (how the
             bench exports the authors' module).
+
+    Raises:
+        UserError: an opset outside :data:`OPSETS`.
     """
     import onnx
 

@@ -265,6 +265,7 @@ def check(config: RunConfig) -> None:
     if config.eval_on is not None and config.eval_on not in names:
         raise RunError(f"{config.path}: [sinet] eval_on = {config.eval_on!r} is not a dataset")
     sources = {s.name for s in config.sources}
+    common_options = {key.replace("_", "-") for key in config.sinet_options}
     for arm, used in config.arms.items():
         unknown = [name for name in used if name not in sources]
         if unknown:
@@ -274,7 +275,7 @@ def check(config: RunConfig) -> None:
         if fixed:
             raise RunError(f"{config.path}: arm {arm!r} sets {fixed[0]!r}: the arms share their start and number of "
                            f"optimizer steps (the run, or [sinet] options, sets {', '.join(ARM_FIXED_OPTIONS)})")
-        common = [key for key in keys if key in {k.replace("_", "-") for k in config.sinet_options}]
+        common = [key for key in keys if key in common_options]
         if common:
             raise RunError(f"{config.path}: arm {arm!r} sets {common[0]!r}, which [sinet] options already sets: "
                            "an arm adds options, it does not override the common ones")
